@@ -1,0 +1,1 @@
+"""Sedna aggregator service."""

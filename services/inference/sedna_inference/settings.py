@@ -1,0 +1,30 @@
+"""Settings of the inference server (``SEDNA_INFERENCE_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from sedna.runtime import ServiceSettings
+
+__all__ = ["DEFAULT_METRICS_PORT", "DEFAULT_PORT", "InferenceSettings"]
+
+DEFAULT_PORT = 8001
+DEFAULT_METRICS_PORT = 8002
+
+
+class InferenceSettings(ServiceSettings):
+    """Settings of the inference server: the shared service settings under ``SEDNA_INFERENCE_``."""
+
+    model_config = SettingsConfigDict(env_prefix="SEDNA_INFERENCE_")
+
+    port: int = Field(
+        default=DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free port."
+    )
+    metrics_port: int | None = Field(
+        default=DEFAULT_METRICS_PORT,
+        ge=0,
+        le=65535,
+        validate_default=True,
+        description="/metrics port; 0 picks a free port, none disables the endpoint.",
+    )

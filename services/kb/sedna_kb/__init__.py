@@ -1,0 +1,1 @@
+"""Sedna kb service."""

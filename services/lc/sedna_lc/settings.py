@@ -1,0 +1,30 @@
+"""Settings of the LocalController (``SEDNA_LC_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from sedna.runtime import ServiceSettings
+
+__all__ = ["DEFAULT_METRICS_PORT", "DEFAULT_PORT", "LCSettings"]
+
+DEFAULT_PORT = 9100
+DEFAULT_METRICS_PORT = 9101
+
+
+class LCSettings(ServiceSettings):
+    """Settings of the LocalController: the shared service settings under ``SEDNA_LC_``."""
+
+    model_config = SettingsConfigDict(env_prefix="SEDNA_LC_")
+
+    port: int = Field(
+        default=DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free port."
+    )
+    metrics_port: int | None = Field(
+        default=DEFAULT_METRICS_PORT,
+        ge=0,
+        le=65535,
+        validate_default=True,
+        description="/metrics port; 0 picks a free port, none disables the endpoint.",
+    )
