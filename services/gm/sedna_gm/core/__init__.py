@@ -1,0 +1,1 @@
+"""Transport-agnostic GlobalManager core: ports shared by controllers, hub and runtimes."""
