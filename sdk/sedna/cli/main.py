@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 
 from sedna import __version__
+from sedna.cli.resources import register_resource_commands
+from sedna.cli.up import up_command
 from sedna.cli.validate import validate_command
 
 app = typer.Typer(
@@ -29,6 +31,17 @@ app.command(
         "offline, and print every error with the path of the field at fault."
     ),
 )(validate_command)
+
+
+app.command(
+    "up",
+    help=(
+        "Run Sedna on this machine without Kubernetes: a GlobalManager on SQLite and one "
+        "LocalController per node, with state kept in --data-dir. Ctrl-C stops everything."
+    ),
+)(up_command)
+
+register_resource_commands(app)
 
 
 def _print_version(value: bool) -> None:

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from sedna.runtime import ServiceSettings
 
-__all__ = ["DEFAULT_METRICS_PORT", "DEFAULT_PORT", "GMSettings"]
+__all__ = ["DEFAULT_METRICS_PORT", "DEFAULT_PORT", "GMSettings", "RuntimeKind"]
 
 DEFAULT_PORT = 9000
 DEFAULT_METRICS_PORT = 9001
+
+
+class RuntimeKind(StrEnum):
+    """Where workers run."""
+
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
 
 
 class GMSettings(ServiceSettings):
@@ -27,4 +37,41 @@ class GMSettings(ServiceSettings):
         le=65535,
         validate_default=True,
         description="/metrics port; 0 picks a free port, none disables the endpoint.",
+    )
+    store_url: str = Field(
+        default="sqlite:///sedna-gm.db",
+        min_length=1,
+        description=(
+            "Where resources live: sqlite:///PATH, postgresql://USER@HOST/DB, or kubernetes "
+            "(the cluster's API server, sedna.io CRDs)."
+        ),
+    )
+    runtime: RuntimeKind = Field(
+        default=RuntimeKind.LOCAL,
+        description="Where workers run: local (processes started by each node's LC) or "
+        "kubernetes (Pods, Deployments and Services).",
+    )
+    namespace: str = Field(
+        default="", description="Only watch this namespace; empty watches every namespace."
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="kubeconfig file for the kubernetes store/runtime."
+    )
+    in_cluster: bool = Field(
+        default=False, description="Use the pod's service account (GM running in a cluster)."
+    )
+    node_token_file: Path | None = Field(
+        default=None,
+        description="YAML/JSON mapping of node name to token; when set, each LC must present "
+        "its node's token.",
+    )
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0, allow_inf_nan=False, description="Hub heartbeat interval."
+    )
+    lc_server: str = Field(
+        default="http://localhost:9100",
+        description="LC_SERVER given to workers (the LC's HTTP report API on their node).",
+    )
+    kb_server: str = Field(
+        default="http://localhost:9020", description="KB_SERVER given to workers."
     )

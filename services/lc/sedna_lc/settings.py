@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from sedna.runtime import ServiceSettings
 
-__all__ = ["DEFAULT_METRICS_PORT", "DEFAULT_PORT", "LCSettings"]
+__all__ = ["DEFAULT_HTTP_PORT", "DEFAULT_METRICS_PORT", "DEFAULT_PORT", "LCSettings"]
 
-DEFAULT_PORT = 9100
-DEFAULT_METRICS_PORT = 9101
+DEFAULT_HTTP_PORT = 9100
+DEFAULT_PORT = 9101
+DEFAULT_METRICS_PORT = 9102
 
 
 class LCSettings(ServiceSettings):
-    """Settings of the LocalController: the shared service settings under ``SEDNA_LC_``."""
+    """Settings of the LocalController: the shared service settings under ``SEDNA_LC_``.
+
+    Upstream's variables ``NODENAME``, ``GM_ADDRESS`` and ``BIND_PORT`` are honoured too (see
+    :func:`sedna_lc.__main__.upstream_environment`).
+    """
 
     model_config = SettingsConfigDict(env_prefix="SEDNA_LC_")
 
@@ -27,4 +34,40 @@ class LCSettings(ServiceSettings):
         le=65535,
         validate_default=True,
         description="/metrics port; 0 picks a free port, none disables the endpoint.",
+    )
+    node_name: str = Field(
+        default="",
+        description="This node's name (required; upstream: NODENAME).",
+    )
+    gm_address: str = Field(
+        default="127.0.0.1:9000",
+        min_length=1,
+        description="GlobalManager gRPC address HOST:PORT (upstream: GM_ADDRESS).",
+    )
+    gm_token: SecretStr | None = Field(
+        default=None, description="Bearer token presented to the GlobalManager."
+    )
+    gm_tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle to verify the GlobalManager's TLS certificate."
+    )
+    http_host: str = Field(
+        default="127.0.0.1", min_length=1, description="Bind address of the worker HTTP API."
+    )
+    http_port: int = Field(
+        default=DEFAULT_HTTP_PORT,
+        ge=0,
+        le=65535,
+        description="Port of the upstream-compatible worker HTTP API "
+        "(POST /sedna/workers/NAME/info; upstream: BIND_PORT).",
+    )
+    data_dir: Path = Field(
+        default=Path("sedna-lc-data"),
+        description="Local state: SQLite database with the outbox, worker logs and work dirs.",
+    )
+    dataset_poll_seconds: float = Field(
+        default=5.0, gt=0, allow_inf_nan=False, description="How often datasets are re-counted."
+    )
+    rootfs: Path | None = Field(
+        default=None,
+        description="Prefix for host paths in dataset URLs (upstream mounts / at /rootfs).",
     )

@@ -1,0 +1,59 @@
+"""Planning the embedded stack: node-name checks and stable ports across restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sedna.cli.stack import StackError, component_command, plan_stack
+
+
+def test_plan_has_one_lc_per_node_and_is_reused(tmp_path: Path) -> None:
+    first = plan_stack(tmp_path, ["cloud", "edge-1"], 0)
+    assert [c.name for c in first.components] == ["gm", "lc-cloud", "lc-edge-1"]
+    ports = {p for c in first.components for p in (c.port, c.metrics_port, c.http_port) if p}
+    assert len(ports) == 8  # gm: 2, each lc: 3, all distinct
+    again = plan_stack(tmp_path, ["cloud", "edge-1"], 0)
+    assert [(c.port, c.http_port) for c in again.components] == [
+        (c.port, c.http_port) for c in first.components
+    ]
+
+
+def test_adding_a_node_keeps_existing_ports(tmp_path: Path) -> None:
+    first = plan_stack(tmp_path, ["edge-1"], 0)
+    second = plan_stack(tmp_path, ["edge-1", "edge-2"], 0)
+    assert second.components[1].port == first.components[1].port
+    assert second.components[2].node == "edge-2"
+
+
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        (["Edge_1"], "'Edge_1' is not a valid node name"),
+        (["-edge"], "'-edge' is not a valid node name"),
+        (["edge", "edge"], "repeated node name(s): edge"),
+        ([], "give at least one node name"),
+    ],
+)
+def test_bad_node_names_are_rejected(tmp_path: Path, nodes: list[str], message: str) -> None:
+    with pytest.raises(StackError, match="--nodes") as info:
+        plan_stack(tmp_path, nodes, 0)
+    assert message in str(info.value)
+
+
+def test_corrupt_plan_file_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "stack.json").write_text("{not json")
+    plan = plan_stack(tmp_path, ["edge-1"], 0)
+    assert plan.components[1].node == "edge-1"
+
+
+def test_commands_point_lcs_at_the_gm(tmp_path: Path) -> None:
+    plan = plan_stack(tmp_path, ["edge-1"], 0)
+    gm_cmd = component_command(plan, plan.gm)
+    lc_cmd = component_command(plan, plan.components[1])
+    assert gm_cmd[0].endswith("sedna-gm")
+    assert "--store-url" in gm_cmd
+    assert gm_cmd[gm_cmd.index("--store-url") + 1].startswith("sqlite:///")
+    assert lc_cmd[lc_cmd.index("--gm-address") + 1] == plan.gm.address
+    assert lc_cmd[lc_cmd.index("--node-name") + 1] == "edge-1"

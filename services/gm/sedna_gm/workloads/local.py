@@ -1,0 +1,359 @@
+"""The embedded-mode WorkloadRuntime: workers are processes run by the nodes' LCs.
+
+Each worker becomes an internal ``Worker`` object (``runtime.sedna.io/v1``) sent to its node
+with :meth:`NodeMessenger.upsert` (S3 keys travel in the upsert's ``credentials``, never in
+the object); the LC runs it and reports ``WorkerState`` changes, which the controller manager
+passes to :meth:`LocalWorkloadRuntime.observe_worker_state`. The objects and their last
+reported state live in the GM's ResourceStore when one is given (a GM restart forgets
+nothing), else in memory. Services resolve to the host of the node that runs the selected
+worker (its LC agent address) or ``127.0.0.1``: workers bind on the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+
+from sedna.api.common.v1 import types_pb2
+from sedna.api.gm.v1 import hub_service_pb2
+from sedna.resources.objects import OwnerRef, ResourceObject
+from sedna.resources.worker import (
+    WORKER_API_VERSION,
+    WORKER_KIND,
+    WorkerOwner,
+    WorkerPhaseName,
+    WorkerSpec,
+)
+from sedna_gm.core.ports import NodeDirectory, NodeMessenger
+from sedna_gm.store.errors import NotFoundError, StoreError
+from sedna_gm.store.port import ResourceStore
+from sedna_gm.workloads.builder import owner_selector
+from sedna_gm.workloads.port import (
+    RuntimeMode,
+    ServiceEndpoint,
+    WorkerStatus,
+    WorkloadError,
+    spec_hash,
+)
+
+__all__ = ["SPEC_HASH_ANNOTATION", "LocalWorkloadRuntime", "worker_status_of"]
+
+logger = logging.getLogger(__name__)
+
+SPEC_HASH_ANNOTATION = "sedna.io/worker-spec-hash"
+_REPLICAS_ANNOTATION = "sedna.io/worker-replicas"
+_PHASES = {
+    types_pb2.WORKER_PHASE_PENDING: WorkerPhaseName.PENDING,
+    types_pb2.WORKER_PHASE_RUNNING: WorkerPhaseName.RUNNING,
+    types_pb2.WORKER_PHASE_SUCCEEDED: WorkerPhaseName.SUCCEEDED,
+    types_pb2.WORKER_PHASE_FAILED: WorkerPhaseName.FAILED,
+}
+_UNBOUND_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def worker_status_of(obj: ResourceObject) -> WorkerStatus:
+    """The :class:`WorkerStatus` recorded on a ``Worker`` object."""
+    status = obj.status
+    exit_code = status.get("exitCode")
+    try:
+        phase = WorkerPhaseName(status.get("phase") or WorkerPhaseName.PENDING)
+    except ValueError:
+        phase = WorkerPhaseName.PENDING
+    return WorkerStatus(
+        name=obj.name,
+        namespace=obj.namespace,
+        node_name=str(obj.spec.get("nodeName", "")),
+        phase=phase,
+        restart_count=int(status.get("restartCount") or 0),
+        exit_code=int(exit_code) if exit_code is not None else None,
+        message=str(status.get("message", "")),
+        spec_hash=obj.annotations.get(SPEC_HASH_ANNOTATION, ""),
+        worker_type=str(obj.spec.get("workerType", "")),
+        deleting=obj.deletion_timestamp is not None,
+    )
+
+
+class LocalWorkloadRuntime:
+    """Runs workers as LC processes (see the module docstring).
+
+    Parameters
+    ----------
+    messenger
+        Delivers ``Worker`` objects to nodes (the hub).
+    store
+        Where ``Worker`` objects and their reported state persist; None keeps them in memory.
+    nodes
+        Known nodes, to resolve a service to the host of its worker's node.
+    """
+
+    def __init__(
+        self,
+        messenger: NodeMessenger,
+        *,
+        store: ResourceStore | None = None,
+        nodes: NodeDirectory | None = None,
+    ) -> None:
+        self._messenger = messenger
+        self._store = store
+        self._nodes = nodes
+        self._memory: dict[tuple[str, str], ResourceObject] = {}
+        # Secrets stay in memory only: after a GM restart the controllers rebuild them.
+        self._credentials: dict[tuple[str, str], dict[str, str]] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def mode(self) -> RuntimeMode:
+        """Always :attr:`RuntimeMode.LOCAL`."""
+        return RuntimeMode.LOCAL
+
+    # ------------------------------------------------------------------ records
+
+    async def _get(self, namespace: str, name: str) -> ResourceObject | None:
+        if self._store is None:
+            obj = self._memory.get((namespace, name))
+            return obj.clone() if obj else None
+        try:
+            return await self._store.get(WORKER_KIND, namespace, name)
+        except NotFoundError:
+            return None
+        except StoreError as exc:
+            raise WorkloadError(f"worker {namespace}/{name}: store failed: {exc}") from exc
+
+    async def _put(self, obj: ResourceObject, *, exists: bool) -> None:
+        if self._store is None:
+            self._memory[(obj.namespace, obj.name)] = obj.clone()
+            return
+        obj = obj.clone()
+        obj.resource_version = ""  # last write wins: this runtime is the only writer
+        try:
+            if exists:
+                await self._store.update(obj)
+            else:
+                await self._store.create(obj)
+            await self._store.update_status(obj)
+        except StoreError as exc:
+            raise WorkloadError(f"worker {obj.namespace}/{obj.name}: store failed: {exc}") from exc
+
+    async def _drop(self, namespace: str, name: str) -> None:
+        if self._store is None:
+            self._memory.pop((namespace, name), None)
+            return
+        try:
+            await self._store.delete(WORKER_KIND, namespace, name)
+        except NotFoundError:
+            pass
+        except StoreError as exc:
+            raise WorkloadError(f"worker {namespace}/{name}: store failed: {exc}") from exc
+
+    async def _list(
+        self, namespace: str | None, selector: Mapping[str, str]
+    ) -> list[ResourceObject]:
+        if self._store is None:
+            items = [o.clone() for o in self._memory.values()]
+        else:
+            try:
+                items = (await self._store.list(WORKER_KIND, namespace, dict(selector))).items
+            except StoreError as exc:
+                raise WorkloadError(f"listing workers failed: {exc}") from exc
+        return sorted(
+            (
+                o
+                for o in items
+                if (namespace is None or o.namespace == namespace)
+                and all(o.labels.get(k) == v for k, v in selector.items())
+            ),
+            key=lambda o: (o.namespace, o.name),
+        )
+
+    # ------------------------------------------------------------------ port
+
+    async def ensure_worker(
+        self,
+        name: str,
+        spec: WorkerSpec,
+        *,
+        replicas: int | None = None,
+        credentials: Mapping[str, str] | None = None,
+    ) -> WorkerStatus:
+        """Send the ``Worker`` to its node unless an identical one was sent; return its status.
+
+        ``replicas`` is recorded but the node runs one process (services scale on Kubernetes).
+
+        Raises
+        ------
+        WorkloadError
+            ``spec.nodeName`` or ``spec.command`` is empty, or the store failed.
+        """
+        namespace = spec.owner.namespace
+        if not spec.node_name:
+            raise WorkloadError(
+                f"worker {namespace}/{name}: spec.nodeName is required in the local mode "
+                "(the node whose LocalController runs the process)"
+            )
+        if not spec.command:
+            raise WorkloadError(f"worker {namespace}/{name}: spec.command is required")
+        hash_ = spec_hash(spec, replicas)
+        async with self._lock:
+            current = await self._get(namespace, name)
+            if current is not None and current.annotations.get(SPEC_HASH_ANNOTATION) == hash_:
+                if credentials is not None:
+                    self._credentials[(namespace, name)] = dict(credentials)
+                return worker_status_of(current)
+            obj = self._worker_object(name, spec, hash_, replicas)
+            old_node = str(current.spec.get("nodeName", "")) if current else ""
+            if old_node and old_node != spec.node_name and current is not None:
+                await self._messenger.remove(old_node, current)
+            if credentials is not None:
+                self._credentials[(namespace, name)] = dict(credentials)
+            await self._put(obj, exists=current is not None)
+            await self._messenger.upsert(
+                spec.node_name, obj, self._credentials.get((namespace, name), {})
+            )
+            return worker_status_of(obj)
+
+    def _worker_object(
+        self, name: str, spec: WorkerSpec, hash_: str, replicas: int | None
+    ) -> ResourceObject:
+        annotations = {SPEC_HASH_ANNOTATION: hash_}
+        if replicas is not None:
+            annotations[_REPLICAS_ANNOTATION] = str(replicas)
+        owner = spec.owner
+        return ResourceObject(
+            kind=WORKER_KIND,
+            api_version=WORKER_API_VERSION,
+            name=name,
+            namespace=owner.namespace,
+            labels=dict(spec.labels),
+            annotations=annotations,
+            owner_references=[
+                OwnerRef(
+                    api_version=owner.api_version,
+                    kind=owner.kind,
+                    name=owner.name,
+                    uid=owner.uid,
+                    controller=True,
+                )
+            ],
+            spec=spec.model_dump(by_alias=True, mode="json"),
+            status={"phase": WorkerPhaseName.PENDING.value, "restartCount": 0},
+        )
+
+    async def delete_worker(self, namespace: str, name: str) -> None:
+        """Remove the worker from its node and forget it; no error when absent."""
+        async with self._lock:
+            current = await self._get(namespace, name)
+            if current is None:
+                return
+            node = str(current.spec.get("nodeName", ""))
+            if node:
+                await self._messenger.remove(node, current)
+            await self._drop(namespace, name)
+            self._credentials.pop((namespace, name), None)
+
+    async def list_workers(self, owner: WorkerOwner) -> list[WorkerStatus]:
+        """Workers labelled for ``owner`` in its namespace, sorted by name."""
+        selector = owner_selector(owner.kind, owner.name)
+        return [worker_status_of(o) for o in await self._list(owner.namespace, selector)]
+
+    async def ensure_service(
+        self,
+        namespace: str,
+        name: str,
+        selector: Mapping[str, str],
+        port: int,
+        *,
+        owner: WorkerOwner | None = None,
+    ) -> ServiceEndpoint:
+        """Resolve to the host of the selected worker's node, else ``127.0.0.1``.
+
+        Raises
+        ------
+        WorkloadError
+            ``port`` is not 1-65535 or ``selector`` is empty.
+        """
+        _check_service(namespace, name, selector, port)
+        host = "127.0.0.1"
+        if self._nodes is not None:
+            nodes = {str(o.spec.get("nodeName", "")) for o in await self._list(namespace, selector)}
+            if len(nodes) == 1:
+                info = self._nodes.get_node(nodes.pop())
+                if info is not None and info.agent_address:
+                    agent_host = info.agent_address.rsplit(":", 1)[0]
+                    if agent_host not in _UNBOUND_HOSTS:
+                        host = agent_host.strip("[]")
+        return ServiceEndpoint(host, port)
+
+    async def delete_service(self, namespace: str, name: str) -> None:
+        """Nothing to delete: local services are plain host ports."""
+
+    async def observe_worker_state(
+        self,
+        node_name: str,
+        state: hub_service_pb2.WorkerState,
+        *,
+        namespace: str | None = None,
+    ) -> None:
+        """Record a node's report; reports for unknown workers or from another node are ignored.
+
+        Raises
+        ------
+        WorkloadError
+            The store failed (the hub will resend the report).
+        """
+        async with self._lock:
+            matches = [
+                o
+                for o in await self._list(namespace, {})
+                if o.name == state.worker_name and o.spec.get("nodeName") == node_name
+            ]
+            if len(matches) != 1:
+                logger.info(
+                    "ignoring state of worker %r from node %r: %s",
+                    state.worker_name,
+                    node_name,
+                    "unknown worker" if not matches else "ambiguous name; give a namespace",
+                )
+                return
+            obj = matches[0]
+            phase = _PHASES.get(state.phase)
+            if phase is None:
+                logger.info("ignoring worker %r state without a phase", state.worker_name)
+                return
+            obj.status = {
+                "phase": phase.value,
+                "restartCount": int(state.restart_count),
+                "message": state.message,
+            }
+            if phase in (WorkerPhaseName.SUCCEEDED, WorkerPhaseName.FAILED):
+                obj.status["exitCode"] = int(state.exit_code)
+            await self._put_status(obj)
+
+    async def _put_status(self, obj: ResourceObject) -> None:
+        if self._store is None:
+            self._memory[(obj.namespace, obj.name)] = obj.clone()
+            return
+        obj.resource_version = ""
+        try:
+            await self._store.update_status(obj)
+        except NotFoundError:
+            pass  # deleted meanwhile
+        except StoreError as exc:
+            raise WorkloadError(f"worker {obj.namespace}/{obj.name}: store failed: {exc}") from exc
+
+    async def desired_objects(
+        self, node_name: str
+    ) -> Sequence[tuple[ResourceObject, Mapping[str, str]]]:
+        """Every ``Worker`` on ``node_name`` with its credentials (for the hub's resync)."""
+        return [
+            (o, dict(self._credentials.get((o.namespace, o.name), {})))
+            for o in await self._list(None, {})
+            if o.spec.get("nodeName") == node_name
+        ]
+
+
+def _check_service(namespace: str, name: str, selector: Mapping[str, str], port: int) -> None:
+    if not 0 < port < 65536:
+        raise WorkloadError(f"service {namespace}/{name}: port {port} is not in 1-65535")
+    if not selector:
+        raise WorkloadError(f"service {namespace}/{name}: an empty selector matches nothing")
