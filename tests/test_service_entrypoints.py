@@ -38,12 +38,42 @@ def _read_started_line(stream: IO[str], deadline: float) -> dict[str, object]:
     raise AssertionError("the service did not log 'gRPC server started' before its deadline")
 
 
+def _service_args(service: str, state_dir: Path) -> list[str]:
+    """What each service needs beyond ports: state in the test's directory, a node name."""
+    if service == "gm":
+        return ["--store-url", f"sqlite:///{state_dir / 'gm.db'}"]
+    if service == "lc":
+        # No GM listens on port 1: the LC must still start, serve and keep retrying the link.
+        return [
+            "--node-name",
+            "edge-test",
+            "--gm-address",
+            "127.0.0.1:1",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(state_dir / "lc"),
+        ]
+    return []
+
+
 @pytest.fixture
-def started(request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def started(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
     name = f"sedna-{request.param}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEDNA_")}
     process = subprocess.Popen(
-        [_script(name), "--port", "0", "--metrics-port", "0", "--drain-seconds", "2"],
+        [
+            _script(name),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--drain-seconds",
+            "2",
+            *_service_args(request.param, tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -92,3 +122,19 @@ def test_service_help_and_bad_flag(service: str) -> None:
     )
     assert bad.returncode == 2
     assert "port (--port): Input should be greater than or equal to 0" in bad.stderr
+
+
+def test_lc_without_node_name_fails_with_a_clear_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("NODENAME",)}
+    env = {k: v for k, v in env.items() if not k.startswith("SEDNA_")}
+    result = subprocess.run(
+        [_script("sedna-lc"), "--port", "0", "--metrics-port", "0", "--data-dir", str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "node_name (--node-name, SEDNA_LC_NODE_NAME or NODENAME) is required" in result.stderr
+    assert "Traceback" not in result.stderr

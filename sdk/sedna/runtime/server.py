@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from sedna.runtime.auth import TokenAuthInterceptor
+from sedna.runtime.auth import DEFAULT_EXEMPT_SERVICES, TokenAuthInterceptor
 from sedna.runtime.config import ServiceSettings
 from sedna.runtime.logging import configure_logging
 from sedna.runtime.metrics import MetricsEndpoint, MetricsInterceptor, new_registry
@@ -157,10 +157,12 @@ class ServiceServer:
         self._extra_options = tuple(options)
         self._registrations: list[Callable[[grpc.aio.Server], None]] = []
         self._service_names: list[str] = []
+        self._auth_exempt: set[str] = set(DEFAULT_EXEMPT_SERVICES)
         # Desired health per service; "" is the whole server. The server reports SERVING
         # overall only when every entry is True.
         self._serving: dict[str, bool] = {"": True}
         self._shutdown_callbacks: list[ShutdownCallback] = []
+        self._startup_callbacks: list[ShutdownCallback] = []
         self._server: grpc.aio.Server | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._port: int | None = None
@@ -218,6 +220,34 @@ class ServiceServer:
         self._add_name(service_full_name)
         self._registrations.append(lambda server: server.add_generic_rpc_handlers([handler]))
 
+    def exempt_from_token_auth(self, service_full_name: str) -> None:
+        """Let ``service_full_name`` be called without one of the server's bearer tokens.
+
+        For services that authenticate callers themselves (the GM's node hub checks each
+        node's own token), so the server-wide tokens need not be shared with every node.
+
+        Parameters
+        ----------
+        service_full_name
+            ``package.Service``.
+        """
+        self._check_not_started()
+        self._auth_exempt.add(service_full_name)
+
+    def on_startup(self, callback: ShutdownCallback) -> None:
+        """Run ``callback`` (sync or async) once the ports are bound, before serving traffic.
+
+        For work that needs the bound address (e.g. announcing it to a peer). A failing
+        callback stops the server and :meth:`start` raises :class:`ServerStartError`.
+
+        Parameters
+        ----------
+        callback
+            A no-argument function or coroutine function.
+        """
+        self._check_not_started()
+        self._startup_callbacks.append(callback)
+
     def on_shutdown(self, callback: ShutdownCallback) -> None:
         """Run ``callback`` (sync or async) after the drain, e.g. to close a store.
 
@@ -260,7 +290,7 @@ class ServiceServer:
     def _interceptors(self, tokens: Sequence[SecretStr]) -> list[grpc.aio.ServerInterceptor]:
         interceptors: list[grpc.aio.ServerInterceptor] = [self._metrics_interceptor]
         if tokens:
-            interceptors.append(TokenAuthInterceptor(tokens))
+            interceptors.append(TokenAuthInterceptor(tokens, exempt_services=self._auth_exempt))
         interceptors.extend(self._extra_interceptors)
         return interceptors
 
@@ -329,6 +359,14 @@ class ServiceServer:
                 await asyncio.to_thread(endpoint.stop)
             raise
         self._server, self._port, self._metrics_endpoint = server, port, endpoint
+        for callback in self._startup_callbacks:
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                await self.stop(0)
+                raise ServerStartError(f"startup failed: {type(exc).__name__}: {exc}") from exc
         await self._publish_health()
         _log.info(
             "gRPC server started",

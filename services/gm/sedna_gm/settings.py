@@ -46,6 +46,11 @@ class GMSettings(ServiceSettings):
             "(the cluster's API server, sedna.io CRDs)."
         ),
     )
+    hub_state_url: str = Field(
+        default="",
+        description="Database for the hub's per-node report positions; empty uses the store's "
+        "database when it is SQL, else sqlite:///sedna-gm-hub.db.",
+    )
     runtime: RuntimeKind = Field(
         default=RuntimeKind.LOCAL,
         description="Where workers run: local (processes started by each node's LC) or "

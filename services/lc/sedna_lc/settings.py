@@ -67,6 +67,16 @@ class LCSettings(ServiceSettings):
     dataset_poll_seconds: float = Field(
         default=5.0, gt=0, allow_inf_nan=False, description="How often datasets are re-counted."
     )
+    keep_workers_on_exit: bool = Field(
+        default=False,
+        description="Leave worker processes running when the LC stops (they are adopted "
+        "again on restart); by default a clean stop stops them.",
+    )
+    advertise_host: str = Field(
+        default="",
+        description="Host the GM and the CLI use to reach this LC (sedna logs); empty uses "
+        "the bind host, or this machine's hostname when binding all interfaces.",
+    )
     rootfs: Path | None = Field(
         default=None,
         description="Prefix for host paths in dataset URLs (upstream mounts / at /rootfs).",

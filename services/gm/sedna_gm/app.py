@@ -1,0 +1,211 @@
+"""The GlobalManager assembled: store, controllers, node hub, workload runtime and gRPC APIs.
+
+:class:`GlobalManager` owns the long-lived parts and their start/stop order; :func:`setup`
+is what ``sedna-gm`` runs on its :class:`~sedna.runtime.ServiceServer`.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry
+
+from sedna.api.gm.v1 import hub_service_pb2, hub_service_pb2_grpc, node_service_pb2_grpc
+from sedna.runtime import ServiceServer
+from sedna.runtime.server import ServerStartError
+from sedna_gm.api.resource_servicer import add_resource_service
+from sedna_gm.controllers import (
+    DesiredStateRegistry,
+    Manager,
+    MemoryEventRecorder,
+    ReportRouter,
+    setup_dataset_controller,
+    setup_model_controller,
+)
+from sedna_gm.hub import (
+    HUB_SERVICE_NAME,
+    NODE_SERVICE_NAME,
+    HubConfig,
+    HubServicer,
+    NodeHub,
+    NodeServicer,
+    SqlHubStateStore,
+)
+from sedna_gm.node_tokens import NodeTokenFileError, read_node_tokens
+from sedna_gm.settings import GMSettings, RuntimeKind
+from sedna_gm.store.errors import StoreError
+from sedna_gm.store.factory import open_store
+from sedna_gm.store.port import ResourceStore
+from sedna_gm.workloads.local import LocalWorkloadRuntime
+from sedna_gm.workloads.port import WorkloadRuntime
+
+__all__ = ["GlobalManager", "hub_state_url", "setup"]
+
+_log = logging.getLogger(__name__)
+
+_SQL_SCHEMES = ("sqlite", "postgres", "postgresql")
+
+
+def hub_state_url(settings: GMSettings) -> str:
+    """Where the hub keeps each node's report position.
+
+    The resource store's own database when it is SQL (one file to back up), otherwise
+    ``settings.hub_state_url`` or a SQLite file next to the process.
+    """
+    if settings.hub_state_url:
+        return settings.hub_state_url
+    scheme = urlsplit(settings.store_url).scheme.split("+", 1)[0].lower()
+    if scheme in _SQL_SCHEMES:
+        return settings.store_url
+    return "sqlite:///sedna-gm-hub.db"
+
+
+class _Reports:
+    """The hub's ReportHandler: worker lifecycle to the runtime, the rest to controllers."""
+
+    def __init__(self, router: ReportRouter) -> None:
+        self.router = router
+        self.local: LocalWorkloadRuntime | None = None
+
+    async def handle_report(self, node_name: str, report: hub_service_pb2.NodeReport) -> None:
+        # A WorkloadError propagates: the hub does not ack, and the node resends later.
+        if report.WhichOneof("payload") == "worker_state" and self.local is not None:
+            await self.local.observe_worker_state(
+                node_name, report.worker_state, namespace=report.owner.namespace or None
+            )
+        await self.router.handle_report(node_name, report)
+
+
+class GlobalManager:
+    """Every long-lived part of the GM, in start order.
+
+    Parameters
+    ----------
+    settings
+        The GM's settings.
+    registry
+        Prometheus registry for the controller and hub metrics (the server's).
+    store
+        An unstarted store to use instead of opening ``settings.store_url`` (tests).
+    """
+
+    def __init__(
+        self,
+        settings: GMSettings,
+        registry: CollectorRegistry,
+        *,
+        store: ResourceStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store if store is not None else open_store(settings.store_url)
+        namespace = settings.namespace or None
+        self.manager = Manager(self.store, registry, namespace=namespace)
+        self.router = ReportRouter()
+        self.desired = DesiredStateRegistry()
+        self.recorder = MemoryEventRecorder()
+        tokens = read_node_tokens(settings.node_token_file) if settings.node_token_file else None
+        self.runtime: WorkloadRuntime
+        self._local: LocalWorkloadRuntime | None = None
+        reports = _Reports(self.router)
+        self.hub = NodeHub(
+            reports,
+            self.desired,
+            HubConfig(heartbeat_seconds=settings.heartbeat_seconds, node_tokens=tokens),
+            store=SqlHubStateStore(hub_state_url(settings)),
+            registry=registry,
+        )
+        if settings.runtime is RuntimeKind.LOCAL:
+            self._local = LocalWorkloadRuntime(self.hub, store=self.store, nodes=self.hub)
+            self.desired.register(self._local)
+            self.runtime = self._local
+            reports.local = self._local
+        else:
+            self.runtime = self._kubernetes_runtime()
+        setup_dataset_controller(
+            self.manager,
+            self.router,
+            self.desired,
+            messenger=self.hub,
+            nodes=self.hub,
+            recorder=self.recorder,
+        )
+        setup_model_controller(self.manager, self.router, self.recorder)
+
+    def _kubernetes_runtime(self) -> WorkloadRuntime:
+        # Imported here: the kubernetes client is only needed (and installed) in cluster mode.
+        from sedna_gm.store.kubernetes import kubernetes_client_from_config  # noqa: PLC0415
+        from sedna_gm.workloads.kubernetes import KubernetesWorkloadRuntime  # noqa: PLC0415
+
+        s = self.settings
+        kubeconfig = str(s.kubeconfig) if s.kubeconfig else None
+        client = kubernetes_client_from_config(kubeconfig, None, s.in_cluster)
+        return KubernetesWorkloadRuntime(client)
+
+    async def start(self) -> None:
+        """Open the store, load the hub's node positions and start the controllers.
+
+        Raises
+        ------
+        ServerStartError
+            The store cannot be reached or the controllers cannot sync.
+        """
+        try:
+            await self.store.start()
+            await self.hub.load()
+            await self.manager.start()
+        except (StoreError, OSError, TimeoutError) as exc:
+            raise ServerStartError(f"store {self.store!r}: {exc}") from exc
+
+    async def stop(self) -> None:
+        """End the node streams, stop the controllers and close the store."""
+        await self.hub.close()
+        await self.manager.stop()
+        await self.store.close()
+
+    def register(self, server: ServiceServer) -> None:
+        """Serve the resource API, the node hub and the node directory on ``server``."""
+        add_resource_service(server, self.store)
+        server.add_servicer(
+            hub_service_pb2_grpc.add_HubServiceServicer_to_server,
+            HubServicer(self.hub),
+            HUB_SERVICE_NAME,
+        )
+        # Nodes authenticate with their own tokens (checked by the hub), not the admin ones.
+        server.exempt_from_token_auth(HUB_SERVICE_NAME)
+        server.add_servicer(
+            node_service_pb2_grpc.add_NodeServiceServicer_to_server,
+            NodeServicer(self.hub),
+            NODE_SERVICE_NAME,
+        )
+
+
+async def setup(server: ServiceServer, settings: GMSettings) -> GlobalManager:
+    """Build, start and register the GM on ``server`` (before it starts serving).
+
+    Raises
+    ------
+    ServerStartError
+        Unusable node token file, unreachable store, or controllers that cannot sync.
+    """
+    try:
+        gm = GlobalManager(settings, server.registry)
+    except (NodeTokenFileError, ValueError, StoreError) as exc:
+        raise ServerStartError(str(exc)) from exc
+    await gm.start()
+    server.on_shutdown(gm.stop)
+    gm.register(server)
+    _log.info(
+        "GlobalManager ready",
+        extra={"store": _redacted(settings.store_url), "runtime": settings.runtime.value},
+    )
+    return gm
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password (for logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
