@@ -18,19 +18,29 @@ server that clients depend on:
   resources), a stale one 409 ``Conflict``; a ``metadata.uid`` that differs is 409 too;
 - the ``status`` subresource when the resource declares it (PUT ``/status`` writes status only;
   PUT on the object keeps the stored status);
-- DELETE honouring finalizers (sets ``deletionTimestamp``; the object goes once an update
-  removes the last finalizer), ``preconditions.resourceVersion`` (409), repeat delete a no-op;
+- DELETE honouring finalizers (sets ``deletionTimestamp`` and bumps ``generation``, as the
+  registry's ``markAsDeleting`` does; the object goes once an update removes the last finalizer,
+  in one revision whose DELETED event carries the last stored state), ``preconditions``
+  (``resourceVersion``, ``uid``: 409), repeat delete a no-op; an update adding a finalizer to
+  an object being deleted is 422 ``metadata.finalizers: Forbidden``;
 - 409 ``AlreadyExists``, 404 ``NotFound`` with real ``Status`` reasons, and 422 ``Invalid``
   with ``details.causes[].field`` for names that are not DNS-1123 subdomains;
 - ``labelSelector`` (``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``) on list and watch;
 - watch from ``resourceVersion`` (replay of the event log, then live), "0"/empty = synthetic
   ADDED of the current objects, ``timeoutSeconds`` (the stream ends), BOOKMARK at the end when
   ``allowWatchBookmarks``, and 410 ``Expired`` ERROR events for versions older than the kept
-  log (:meth:`ApiServerEmulator.compact` forgets the log, like etcd compaction);
+  log (:meth:`ApiServerEmulator.compact` forgets the log, like etcd compaction;
+  :meth:`ApiServerEmulator.end_watches` ends the open streams without a bookmark, like an API
+  server restart);
 - CustomResourceDefinitions: creating one (POST or :meth:`ApiServerEmulator.install_crd`)
-  makes its resource served, as on a real cluster.
+  makes its resource served, as on a real cluster;
+- namespaces, when the emulator is given a set (``emulated_api_server(namespaces=...)``,
+  :meth:`ApiServerEmulator.set_namespaces`): creating an object in another namespace is 404
+  ``namespaces "x" not found``, as the NamespaceLifecycle admission plugin answers. Without a
+  set every namespace is taken to exist (kmock's behaviour).
 
-Not emulated: OpenAPI schema validation of custom resources, admission, field managers,
+Not emulated: OpenAPI schema validation of custom resources, admission other than the
+namespace check, Namespace objects over HTTP, field managers,
 server-side apply, strategic-merge patch (PATCH keeps kmock's JSON-merge behaviour plus a
 version bump), garbage collection of dependents, pagination (``limit`` is ignored).
 
@@ -106,6 +116,34 @@ def _selected(obj: dict[str, Any], terms: list[tuple[str, str, str]]) -> bool:
     return True
 
 
+def _check_no_new_finalizers(
+    data: dict[str, Any], name: str, old_meta: dict[str, Any], new_meta: dict[str, Any]
+) -> None:
+    """422 when an update adds finalizers to an object being deleted (ObjectMeta validation)."""
+    if not old_meta.get("deletionTimestamp"):
+        return
+    old = old_meta.get("finalizers") or []
+    added = [f for f in new_meta.get("finalizers") or [] if f not in old]
+    if not added:
+        return
+    quoted = ", ".join(f'"{f}"' for f in added)
+    message = (
+        "Forbidden: no new finalizers can be added if the object is being deleted, "
+        f"found new finalizers []string{{{quoted}}}"
+    )
+    kind = data.get("kind", "")
+    raise _status_error(
+        422,
+        "Invalid",
+        f'{kind} "{name}" is invalid: metadata.finalizers: {message}',
+        name=name,
+        kind=kind,
+        causes=[
+            {"reason": "FieldValueForbidden", "field": "metadata.finalizers", "message": message}
+        ],
+    )
+
+
 @dataclass
 class _Event:
     revision: int
@@ -123,6 +161,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _oldest: int = attrs.field(default=0, init=False)  # versions below this are "too old"
     _changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
     _status_resources: set[kmock.resource] = attrs.field(factory=set, init=False)
+    _namespaces: set[str] | None = attrs.field(default=None, init=False)  # None: all exist
+    _watch_epoch: int = attrs.field(default=0, init=False)  # end_watches() increments it
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -162,10 +202,24 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 if doc and doc.get("kind") == "CustomResourceDefinition":
                     self.install_crd(doc)
 
+    def set_namespaces(self, names: Iterable[str]) -> None:
+        """Make exactly these namespaces exist (until now, every namespace was taken to)."""
+        self._namespaces = set(names)
+
+    def add_namespace(self, name: str) -> None:
+        """Create a namespace (see :meth:`set_namespaces`)."""
+        self.set_namespaces({*(self._namespaces or ()), name})
+
     def compact(self) -> None:
         """Forget the event log: watches from any older version get 410 Gone."""
         self._oldest = self._revision + 1
         self._log.clear()
+
+    async def end_watches(self) -> None:
+        """End every open watch stream at once, without a bookmark (an API server restart)."""
+        self._watch_epoch += 1
+        async with self._changed:
+            self._changed.notify_all()
 
     # ------------------------------------------------------------ internals
 
@@ -251,6 +305,15 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         meta = data.get("metadata") or {}
         name = meta.get("name")
         namespace = request.namespace
+        known = self._namespaces
+        if namespace is not None and known is not None and namespace not in known:
+            raise _status_error(  # the NamespaceLifecycle admission plugin
+                404,
+                "NotFound",
+                f'namespaces "{namespace}" not found',
+                name=namespace,
+                kind="namespaces",
+            )
         if meta.get("namespace") and namespace and meta["namespace"] != namespace:
             raise _status_error(
                 400,
@@ -352,6 +415,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     new_meta[field] = meta[field]
                 else:
                     new_meta.pop(field, None)
+            _check_no_new_finalizers(data, request.name, old_meta, new_meta)
             ignored = {"metadata", "status", "apiVersion", "kind"}
             if {k: v for k, v in new.items() if k not in ignored} != {
                 k: v for k, v in stored.items() if k not in ignored
@@ -360,14 +424,17 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         new["metadata"] = new_meta
         if new == stored:
             return stored  # a no-op write keeps the version, as on a real server
-        new_meta["resourceVersion"] = self._bump()
         obj_key = (resource, request.namespace, request.name)
-        self.objects[obj_key].create(new)
         if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
+            # The registry deletes instead of writing (deleteWithoutFinalizers): one revision,
+            # whose DELETED event carries the last stored state; the PUT answers with the
+            # object of the request ("clients are expecting an updated object").
             self.objects[obj_key].delete()
-            gone = dict(new, metadata=dict(new_meta, resourceVersion=self._bump()))
+            gone = dict(stored, metadata=dict(old_meta, resourceVersion=self._bump()))
             await self._publish(resource, "DELETED", gone)
-            return gone
+            return new
+        new_meta["resourceVersion"] = self._bump()
+        self.objects[obj_key].create(new)
         await self._publish(resource, "MODIFIED", new)
         return new
 
@@ -407,6 +474,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     meta,
                     deletionTimestamp=_now(),
                     deletionGracePeriodSeconds=0,
+                    # markAsDeleting: a first deletion mark is a change of desired state.
+                    generation=int(meta.get("generation", 1)) + 1,
                     resourceVersion=self._bump(),
                 ),
             )
@@ -446,6 +515,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         timeout = float(params.get("timeoutSeconds") or 1800)
         bookmarks = params.get("allowWatchBookmarks") == "true"
         deadline = asyncio.get_running_loop().time() + timeout
+        epoch = self._watch_epoch
 
         def matches(ev: _Event) -> bool:
             meta = ev.object["metadata"]
@@ -484,13 +554,18 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 if matches(ev):
                     yield {"type": ev.type, "object": ev.object}
             since = max(since, self._revision)
+            if self._watch_epoch != epoch:
+                return  # end_watches(): cut off, no bookmark
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        self._changed.wait_for(lambda s=since: self._revision > s), remaining
+                        self._changed.wait_for(
+                            lambda s=since: self._revision > s or self._watch_epoch != epoch
+                        ),
+                        remaining,
                     )
         if bookmarks:
             yield {
@@ -518,7 +593,11 @@ _counter = itertools.count()
 
 @contextlib.asynccontextmanager
 async def emulated_api_server(
-    *, crds: Iterable[Path] = (), builtin_resources: bool = False, token: str = ""
+    *,
+    crds: Iterable[Path] = (),
+    builtin_resources: bool = False,
+    token: str = "",
+    namespaces: Iterable[str] | None = None,
 ) -> AsyncIterator[EmulatedCluster]:
     """Start an :class:`ApiServerEmulator` on 127.0.0.1 and yield a client for it.
 
@@ -530,10 +609,15 @@ async def emulated_api_server(
         Serve kmock's bundled list of built-in resources (pods, deployments, services...).
     token
         Bearer token the client sends (visible in ``emulator.requests[i].headers``).
+    namespaces
+        The namespaces that exist (creating objects elsewhere is 404, as on a real cluster);
+        None: every namespace is taken to exist.
     """
     emulator = ApiServerEmulator()
     if builtin_resources:
         emulator.resources.load_bundled()
+    if namespaces is not None:
+        emulator.set_namespaces(namespaces)
     emulator.install_crds_from(crds)
     async with emulator, kmock.Server(emulator) as server:
         configuration = k8s_client.Configuration()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import grpc
@@ -12,31 +11,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from sedna.api.gm.v1 import resource_service_pb2 as pb
-from sedna.cli.client import (
-    DEFAULT_SERVER,
-    Connection,
-    ServerOpt,
-    TimeoutOpt,
-    TlsCaOpt,
-    TokenOpt,
-    describe_rpc_error,
-    grpc_errors,
-)
+from sedna.cli.client import Connection, describe_rpc_error, grpc_errors
 from sedna.cli.manifests import Document, read_documents
+from sedna.cli.options import FilenameOpt, connection_options
 from sedna.resources.registry import get_kind
 
-__all__ = ["FilenameOpt", "apply_command", "object_label", "print_invalid"]
-
-FilenameOpt = Annotated[
-    list[Path],
-    typer.Option(
-        "--filename",
-        "-f",
-        help="File or directory (searched recursively for .yaml, .yml, .json); '-' reads "
-        "standard input. Repeat for several.",
-        show_default=False,
-    ),
-]
+__all__ = ["apply_command", "object_label", "print_invalid"]
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -94,16 +74,14 @@ def _apply_one(conn: Connection, doc: Document, dry_run: bool) -> bool:
     return True
 
 
+@connection_options
 def apply_command(
     *,
     filename: FilenameOpt,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate on the server without saving.")
     ] = False,
-    server: ServerOpt = DEFAULT_SERVER,
-    token: TokenOpt = None,
-    tls_ca: TlsCaOpt = None,
-    timeout: TimeoutOpt = 10.0,
+    conn: Connection,
 ) -> None:
     """Create or update Sedna objects from manifests (kubectl apply semantics).
 
@@ -113,7 +91,7 @@ def apply_command(
     """
     docs = read_documents(filename)
     ok = True
-    with Connection(server, token, tls_ca, timeout) as conn, grpc_errors(server):
+    with grpc_errors(conn.server):
         for doc in docs:
             if doc.result.status == "invalid":
                 print_invalid(doc)

@@ -1,9 +1,10 @@
 """Connecting the CLI to GlobalManager (and to a node's LocalController), and its errors.
 
 Every command takes the same connection options (``--server``/``SEDNA_SERVER``,
-``--token``/``SEDNA_TOKEN``, ``--tls-ca``, ``--timeout``); every call carries a deadline. Server
-errors become one line naming the gRPC code (plus one line per offending field), an unreachable
-server a hint to start ``sedna up``; never a traceback.
+``--token``/``SEDNA_TOKEN``, ``--tls-ca``, ``--timeout``; declared in :mod:`sedna.cli.options`)
+and gets a :class:`Connection` of them; every call carries a deadline. Server errors become one
+line naming the gRPC code (plus one line per offending field), an unreachable server a hint to
+start ``sedna up``; never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import grpc
 import typer
@@ -28,10 +28,6 @@ __all__ = [
     "DEFAULT_SERVER",
     "FIELD_VIOLATIONS_METADATA_KEY",
     "Connection",
-    "ServerOpt",
-    "TimeoutOpt",
-    "TlsCaOpt",
-    "TokenOpt",
     "fail",
     "grpc_errors",
 ]
@@ -39,47 +35,6 @@ __all__ = [
 DEFAULT_SERVER = "127.0.0.1:9000"
 FIELD_VIOLATIONS_METADATA_KEY = "sedna-field-violations"
 """Trailing metadata in which GlobalManager lists the fields of an INVALID_ARGUMENT."""
-
-ServerOpt = Annotated[
-    str,
-    typer.Option(
-        "--server",
-        "-s",
-        envvar="SEDNA_SERVER",
-        help="GlobalManager address HOST:PORT.",
-        rich_help_panel="Connection",
-    ),
-]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="SEDNA_TOKEN",
-        help="Bearer token; prefer the SEDNA_TOKEN variable (command lines are visible to "
-        "every user of the machine). Never printed.",
-        show_default=False,
-        rich_help_panel="Connection",
-    ),
-]
-TlsCaOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--tls-ca",
-        envvar="SEDNA_TLS_CA",
-        help="CA bundle (PEM) to verify the server; turns TLS on.",
-        dir_okay=False,
-        rich_help_panel="Connection",
-    ),
-]
-TimeoutOpt = Annotated[
-    float,
-    typer.Option(
-        "--timeout",
-        min=0.1,
-        help="Deadline of each call, in seconds.",
-        rich_help_panel="Connection",
-    ),
-]
 
 _stderr = Console(stderr=True, highlight=False)
 

@@ -12,19 +12,10 @@ from rich.markup import escape
 
 from sedna.api.gm.v1 import resource_service_pb2 as pb
 from sedna.cli.apply import print_invalid
-from sedna.cli.client import (
-    DEFAULT_SERVER,
-    Connection,
-    ServerOpt,
-    TimeoutOpt,
-    TlsCaOpt,
-    TokenOpt,
-    describe_rpc_error,
-    fail,
-    grpc_errors,
-)
-from sedna.cli.get import NamespaceOpt, resolve_kind_or_exit
+from sedna.cli.client import Connection, describe_rpc_error, fail, grpc_errors
+from sedna.cli.get import resolve_kind_or_exit
 from sedna.cli.manifests import read_documents
+from sedna.cli.options import NamespaceOpt, connection_options
 
 __all__ = ["delete_command"]
 
@@ -45,6 +36,7 @@ def _delete(conn: Connection, kind: str, namespace: str, name: str) -> bool:
     return True
 
 
+@connection_options
 def delete_command(
     *,
     kind: Annotated[
@@ -56,10 +48,7 @@ def delete_command(
         typer.Option("--filename", "-f", help="Delete the objects these manifests describe."),
     ] = None,
     namespace: NamespaceOpt = "default",
-    server: ServerOpt = DEFAULT_SERVER,
-    token: TokenOpt = None,
-    tls_ca: TlsCaOpt = None,
-    timeout: TimeoutOpt = 10.0,
+    conn: Connection,
 ) -> None:
     """Delete Sedna objects; each disappears once the workers it started are gone."""
     if filename and (kind or names):
@@ -67,7 +56,7 @@ def delete_command(
     if not filename and (not kind or not names):
         raise fail("give KIND and at least one NAME, or -f FILE", code=2)
     ok = True
-    with Connection(server, token, tls_ca, timeout) as conn, grpc_errors(server):
+    with grpc_errors(conn.server):
         if filename:
             for doc in read_documents(filename):
                 if doc.result.status == "invalid" and not (doc.result.kind and doc.result.name):

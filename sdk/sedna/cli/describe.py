@@ -11,16 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from sedna.api.gm.v1 import resource_service_pb2 as pb
-from sedna.cli.client import (
-    DEFAULT_SERVER,
-    Connection,
-    ServerOpt,
-    TimeoutOpt,
-    TlsCaOpt,
-    TokenOpt,
-    grpc_errors,
-)
-from sedna.cli.get import NamespaceOpt, resolve_kind_or_exit
+from sedna.cli.client import Connection, grpc_errors
+from sedna.cli.get import resolve_kind_or_exit
+from sedna.cli.options import NamespaceOpt, connection_options
 from sedna.cli.printing import human_duration, parse_timestamp, to_yaml
 from sedna.resources.objects import ResourceObject
 from sedna.resources.wire import resource_from_proto
@@ -101,19 +94,17 @@ def render_description(obj: ResourceObject, console: Console) -> None:
         console.print(_conditions_table(conditions))
 
 
+@connection_options
 def describe_command(
     *,
     kind: Annotated[str, typer.Argument(help="Kind, plural, singular or short name.")],
     name: Annotated[str, typer.Argument(help="The object's name.")],
     namespace: NamespaceOpt = "default",
-    server: ServerOpt = DEFAULT_SERVER,
-    token: TokenOpt = None,
-    tls_ca: TlsCaOpt = None,
-    timeout: TimeoutOpt = 10.0,
+    conn: Connection,
 ) -> None:
     """Show one Sedna object in detail: metadata, spec, status and conditions."""
     info = resolve_kind_or_exit(kind)
-    with Connection(server, token, tls_ca, timeout) as conn, grpc_errors(server):
+    with grpc_errors(conn.server):
         reply = conn.resources().Get(pb.GetRequest(kind=info.kind, namespace=namespace, name=name))
     render_description(
         resource_from_proto(reply.resource), Console(highlight=False, soft_wrap=True)

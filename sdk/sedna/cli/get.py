@@ -12,26 +12,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from sedna.api.gm.v1 import resource_service_pb2 as pb
-from sedna.cli.client import (
-    DEFAULT_SERVER,
-    Connection,
-    ServerOpt,
-    TimeoutOpt,
-    TlsCaOpt,
-    TokenOpt,
-    fail,
-    grpc_errors,
-)
+from sedna.cli.client import Connection, fail, grpc_errors
+from sedna.cli.options import NamespaceOpt, connection_options
 from sedna.cli.printing import columns_for, row_for, to_json, to_yaml
 from sedna.resources._meta import ResourceKind
 from sedna.resources.registry import UnknownKindError, all_kinds, get_kind
 from sedna.resources.wire import resource_from_proto
 
-__all__ = ["GetOutput", "NamespaceOpt", "get_command", "resolve_kind_or_exit"]
-
-NamespaceOpt = Annotated[
-    str, typer.Option("--namespace", "-n", envvar="SEDNA_NAMESPACE", help="Namespace.")
-]
+__all__ = ["GetOutput", "get_command", "resolve_kind_or_exit"]
 
 _EVENT_NAMES = {
     pb.EVENT_TYPE_ADDED: "ADDED",
@@ -99,6 +87,7 @@ def _print(
     console.print(_table(info, objects, wide=output is GetOutput.wide, all_ns=all_ns))
 
 
+@connection_options
 def get_command(
     *,
     kind: Annotated[str, typer.Argument(help="Kind, plural, singular or short name (ji, fl...).")],
@@ -121,10 +110,7 @@ def get_command(
         float,
         typer.Option(help="With --watch, stop after this many seconds (0: until Ctrl-C)."),
     ] = 0.0,
-    server: ServerOpt = DEFAULT_SERVER,
-    token: TokenOpt = None,
-    tls_ca: TlsCaOpt = None,
-    timeout: TimeoutOpt = 10.0,
+    conn: Connection,
 ) -> None:
     """Show Sedna objects: one by name, or every object of a kind."""
     info = resolve_kind_or_exit(kind)
@@ -135,7 +121,7 @@ def get_command(
             raise fail(f"--selector {item!r}: expected KEY=VALUE")
         labels[key] = value
     ns = "" if all_namespaces else namespace
-    with Connection(server, token, tls_ca, timeout) as conn, grpc_errors(server):
+    with grpc_errors(conn.server):
         stub = conn.resources()
         if name is not None:
             reply = stub.Get(pb.GetRequest(kind=info.kind, namespace=namespace, name=name))

@@ -10,17 +10,8 @@ import typer
 
 from sedna.api.gm.v1 import node_service_pb2 as npb
 from sedna.api.lc.v1 import worker_service_pb2 as wpb
-from sedna.cli.client import (
-    DEFAULT_SERVER,
-    Connection,
-    ServerOpt,
-    TimeoutOpt,
-    TlsCaOpt,
-    TokenOpt,
-    fail,
-    grpc_errors,
-)
-from sedna.cli.get import NamespaceOpt
+from sedna.cli.client import Connection, fail, grpc_errors
+from sedna.cli.options import NamespaceOpt, connection_options
 
 __all__ = ["logs_command"]
 
@@ -38,6 +29,7 @@ def _agent_address(conn: Connection, node: str) -> str:
     return reply.node.agent_address
 
 
+@connection_options
 def logs_command(
     *,
     worker: Annotated[str, typer.Argument(help="Worker name (see `sedna get` / the node).")],
@@ -55,30 +47,26 @@ def logs_command(
     tail: Annotated[
         int, typer.Option("--tail", min=0, help="Start with the last N lines (0: all).")
     ] = 0,
-    server: ServerOpt = DEFAULT_SERVER,
-    token: TokenOpt = None,
-    tls_ca: TlsCaOpt = None,
-    timeout: TimeoutOpt = 10.0,
+    conn: Connection,
 ) -> None:
     """Print a worker's output (stdout and stderr) from the node it runs on."""
     if not node and not lc:
         raise fail("give --node NODE (looked up on GlobalManager) or --lc HOST:PORT", code=2)
     out = sys.stdout.buffer
-    with Connection(server, token, tls_ca, timeout) as conn:
-        address = lc or _agent_address(conn, node or "")
-        request = wpb.StreamWorkerLogsRequest(
-            namespace=namespace, worker_name=worker, follow=follow, tail_lines=tail
+    address = lc or _agent_address(conn, node or "")
+    request = wpb.StreamWorkerLogsRequest(
+        namespace=namespace, worker_name=worker, follow=follow, tail_lines=tail
+    )
+    with grpc_errors(address, what="LocalController"):
+        stream = conn.node_agent(address).StreamWorkerLogs(
+            request, timeout=_FOREVER if follow else conn.timeout
         )
-        with grpc_errors(address, what="LocalController"):
-            stream = conn.node_agent(address).StreamWorkerLogs(
-                request, timeout=_FOREVER if follow else timeout
-            )
-            try:
-                for chunk in stream:
-                    out.write(chunk.data)
-                    out.flush()
-            except KeyboardInterrupt:
-                stream.cancel()
-            except grpc.RpcError as exc:
-                if exc.code() is not grpc.StatusCode.CANCELLED:
-                    raise
+        try:
+            for chunk in stream:
+                out.write(chunk.data)
+                out.flush()
+        except KeyboardInterrupt:
+            stream.cancel()
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.CANCELLED:
+                raise

@@ -11,15 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from sedna.api.gm.v1 import node_service_pb2 as npb
-from sedna.cli.client import (
-    DEFAULT_SERVER,
-    Connection,
-    ServerOpt,
-    TimeoutOpt,
-    TlsCaOpt,
-    TokenOpt,
-    grpc_errors,
-)
+from sedna.cli.client import Connection, grpc_errors
+from sedna.cli.options import connection_options
 from sedna.cli.printing import human_duration, to_json
 
 __all__ = ["node_to_dict", "nodes_command"]
@@ -55,17 +48,16 @@ def _ago(node: npb.Node) -> str:
     return f"{human_duration((datetime.now(UTC) - seen).total_seconds())} ago"
 
 
+@connection_options
 def nodes_command(
     output: Annotated[
         str, typer.Option("--output", "-o", help="table or json.", case_sensitive=False)
     ] = "table",
-    server: ServerOpt = DEFAULT_SERVER,
-    token: TokenOpt = None,
-    tls_ca: TlsCaOpt = None,
-    timeout: TimeoutOpt = 10.0,
+    *,
+    conn: Connection,
 ) -> None:
     """List the nodes (LocalControllers): connected, last seen, queued messages, labels."""
-    with Connection(server, token, tls_ca, timeout) as conn, grpc_errors(server):
+    with grpc_errors(conn.server):
         nodes = sorted(conn.nodes().ListNodes(npb.ListNodesRequest()).nodes, key=lambda n: n.name)
     if output.lower() == "json":
         typer.echo(to_json([node_to_dict(n) for n in nodes]))

@@ -42,6 +42,7 @@ __all__ = [
     "ManifestError",
     "ValidationReport",
     "find_manifest_files",
+    "prune_nulls",
     "validate_object",
     "validate_paths",
     "validate_text",
@@ -396,11 +397,15 @@ def _field_errors(
     return errors
 
 
-def _prune_nulls(value: Any) -> Any:
+def prune_nulls(value: Any) -> Any:
+    """Return ``value`` without the null entries of its mappings, at every depth.
+
+    The API server drops nulls before storing, and validation reads them as absent too.
+    """
     if isinstance(value, Mapping):
-        return {key: _prune_nulls(item) for key, item in value.items() if item is not None}
+        return {key: prune_nulls(item) for key, item in value.items() if item is not None}
     if isinstance(value, list):
-        return [_prune_nulls(item) for item in value]
+        return [prune_nulls(item) for item in value]
     return value
 
 
@@ -503,7 +508,7 @@ def validate_object(
             **ident,
         )
 
-    body = _prune_nulls({key: value for key, value in data.items() if key != "status"})
+    body = prune_nulls({key: value for key, value in data.items() if key != "status"})
     try:
         obj = info.model.model_validate(body, by_alias=True, by_name=False)
     except PydanticValidationError as exc:

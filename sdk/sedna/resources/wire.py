@@ -1,7 +1,8 @@
 """Conversion between :class:`ResourceObject` and the ``sedna.api.common.v1.Resource`` message.
 
 Spec and status travel as JSON bytes (``spec_json``/``status_json``) so the wire contract does
-not change when a kind gains a field; metadata travels as typed fields.
+not change when a kind gains a field; metadata travels as typed fields. Worker phases travel as
+the ``WorkerPhase`` enum.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sedna.api.common.v1 import resource_pb2, types_pb2
 from sedna.resources.objects import ObjectKey, OwnerRef, ResourceObject
+from sedna.resources.worker import WorkerPhaseName
 
 __all__ = [
     "WireFormatError",
@@ -21,7 +23,17 @@ __all__ = [
     "reference_from_object",
     "resource_from_proto",
     "resource_to_proto",
+    "worker_phase_from_proto",
+    "worker_phase_to_proto",
 ]
+
+_WORKER_PHASES: dict[WorkerPhaseName, types_pb2.WorkerPhase.ValueType] = {
+    WorkerPhaseName.PENDING: types_pb2.WORKER_PHASE_PENDING,
+    WorkerPhaseName.RUNNING: types_pb2.WORKER_PHASE_RUNNING,
+    WorkerPhaseName.SUCCEEDED: types_pb2.WORKER_PHASE_SUCCEEDED,
+    WorkerPhaseName.FAILED: types_pb2.WORKER_PHASE_FAILED,
+}
+_WORKER_PHASE_NAMES = {value: name for name, value in _WORKER_PHASES.items()}
 
 
 class WireFormatError(ValueError):
@@ -145,3 +157,13 @@ def reference_from_object(obj: ResourceObject) -> types_pb2.ObjectReference:
 def key_from_reference(reference: types_pb2.ObjectReference) -> ObjectKey:
     """Return the :class:`ObjectKey` an ``ObjectReference`` names."""
     return ObjectKey(reference.kind, reference.namespace or "default", reference.name)
+
+
+def worker_phase_to_proto(phase: WorkerPhaseName) -> types_pb2.WorkerPhase.ValueType:
+    """Return the ``WorkerPhase`` enum value of ``phase``."""
+    return _WORKER_PHASES[phase]
+
+
+def worker_phase_from_proto(value: types_pb2.WorkerPhase.ValueType) -> WorkerPhaseName | None:
+    """Return the phase a ``WorkerPhase`` value names; None for ``WORKER_PHASE_UNSPECIFIED``."""
+    return _WORKER_PHASE_NAMES.get(value)

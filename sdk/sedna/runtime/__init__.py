@@ -29,6 +29,7 @@ from sedna.runtime.config import (
     format_validation_error,
     load_settings,
     read_token_file,
+    require_positive,
 )
 from sedna.runtime.logging import (
     REDACTED,
@@ -50,6 +51,7 @@ from sedna.runtime.server import (
     ServiceServer,
     run_service,
 )
+from sedna.runtime.tasks import wait_first
 from sedna.runtime.tls import TLSConfigError, client_credentials, server_credentials
 
 __all__ = [
@@ -85,8 +87,10 @@ __all__ = [
     "read_token_file",
     "redact_text",
     "register_secret",
+    "require_positive",
     "run_service",
     "server_credentials",
     "sync_bearer_token_interceptor",
     "sync_default_deadline_interceptor",
+    "wait_first",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -43,6 +43,7 @@ __all__ = [
     "format_validation_error",
     "load_settings",
     "read_token_file",
+    "require_positive",
 ]
 
 CONFIG_FILE_ENV = "SEDNA_CONFIG_FILE"
@@ -136,6 +137,33 @@ def _check_token(token: str) -> None:
     # printable, whitespace-free ASCII word or gRPC rejects the metadata.
     if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
         raise ValueError("tokens must be printable ASCII without whitespace")
+
+
+def require_positive(settings: object, *names: str, optional: Iterable[str] = ()) -> None:
+    """Check that the attributes ``names`` of ``settings`` (e.g. a config dataclass) are > 0.
+
+    Parameters
+    ----------
+    settings
+        The object to check, typically from its ``__post_init__``.
+    names
+        Attributes that must be > 0.
+    optional
+        Attributes that must be > 0 or None (None: a default derived from others).
+
+    Raises
+    ------
+    ValueError
+        Naming the first attribute at fault and its value, e.g. ``heartbeat_seconds must be
+        > 0, not 0``.
+    """
+    optional = tuple(optional)
+    for name in (*names, *optional):
+        value = getattr(settings, name)
+        if value is None and name in optional:
+            continue
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, not {value!r}")
 
 
 def read_token_file(path: Path) -> list[SecretStr]:

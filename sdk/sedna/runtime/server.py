@@ -163,6 +163,7 @@ class ServiceServer:
         self._serving: dict[str, bool] = {"": True}
         self._shutdown_callbacks: list[ShutdownCallback] = []
         self._startup_callbacks: list[ShutdownCallback] = []
+        self._drain_callbacks: list[ShutdownCallback] = []
         self._server: grpc.aio.Server | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._port: int | None = None
@@ -247,6 +248,19 @@ class ServiceServer:
         """
         self._check_not_started()
         self._startup_callbacks.append(callback)
+
+    def on_drain(self, callback: ShutdownCallback) -> None:
+        """Run ``callback`` (sync or async) when the drain begins, once new calls are refused.
+
+        For ending long-lived streams the server itself would otherwise wait ``grace``
+        seconds for (e.g. the GM closing its node streams so nodes reconnect elsewhere).
+
+        Parameters
+        ----------
+        callback
+            A no-argument function or coroutine function.
+        """
+        self._drain_callbacks.append(callback)
 
     def on_shutdown(self, callback: ShutdownCallback) -> None:
         """Run ``callback`` (sync or async) after the drain, e.g. to close a store.
@@ -468,14 +482,13 @@ class ServiceServer:
         began = time.monotonic()
         _log.info("draining", extra={"grace_seconds": grace})
         await self.health.enter_graceful_shutdown()
-        await server.stop(grace)
-        for callback in self._shutdown_callbacks:
-            try:
-                result = callback()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                _log.exception("shutdown callback failed", extra={"callback": repr(callback)})
+        # grpc refuses new calls as soon as stop() begins; the drain callbacks then end the
+        # long-lived streams so the wait below does not last the whole grace period.
+        stopping = asyncio.ensure_future(server.stop(grace))
+        await asyncio.sleep(0)
+        await _run_callbacks(self._drain_callbacks, "drain")
+        await stopping
+        await _run_callbacks(self._shutdown_callbacks, "shutdown")
         if self._metrics_endpoint is not None:
             await asyncio.to_thread(self._metrics_endpoint.stop)
         self._stopped.set()
@@ -559,6 +572,17 @@ class ServiceServer:
     ) -> None:
         """Stop the server with the configured drain deadline."""
         await self.stop()
+
+
+async def _run_callbacks(callbacks: Sequence[ShutdownCallback], stage: str) -> None:
+    """Run each callback in order; a failing one is logged and the rest still run."""
+    for callback in callbacks:
+        try:
+            result = callback()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            _log.exception(f"{stage} callback failed", extra={"callback": repr(callback)})
 
 
 def run_service(settings: ServiceSettings, setup_fn: SetupFn) -> int:

@@ -6,51 +6,36 @@ The CLI is synchronous, so the servers run on their own event loop in a backgrou
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import threading
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import grpc
 import pytest
 import typer
 from google.protobuf.timestamp_pb2 import Timestamp
+from support.memory_store import MemoryStore
+from support.servers import loopback_settings
 
 from sedna.api.gm.v1 import node_service_pb2 as npb
 from sedna.api.gm.v1 import node_service_pb2_grpc as npb_grpc
 from sedna.api.lc.v1 import worker_service_pb2 as wpb
 from sedna.api.lc.v1 import worker_service_pb2_grpc as wpb_grpc
 from sedna.cli.resources import register_resource_commands
-from sedna.runtime import ServiceServer, ServiceSettings
+from sedna.runtime import ServiceServer
 from sedna_gm.api import add_resource_service
 
 REPO = Path(__file__).resolve().parents[3]
 UPSTREAM = REPO / "examples" / "upstream"
 
 
-def _load_memory_store() -> ModuleType:
-    name = "sedna_cli_tests_memory_store"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = REPO / "services" / "gm" / "tests" / "api" / "memory_store.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _new_store(tmp_path: Path) -> Any:
     try:
         from sedna_gm.store.sql import SqlResourceStore  # type: ignore[import-not-found]
     except ImportError:
-        return _load_memory_store().MemoryStore()
+        return MemoryStore()
     return SqlResourceStore(f"sqlite:///{tmp_path / 'gm.db'}")
 
 
@@ -99,12 +84,6 @@ class FakeNodes(npb_grpc.NodeServiceServicer):
         raise AssertionError
 
 
-def _settings() -> ServiceSettings:
-    return ServiceSettings(
-        host="127.0.0.1", port=0, metrics_port=None, drain_seconds=1.0, log_format="console"
-    )
-
-
 class Cluster:
     """GM (resources + fake nodes) and a fake LC, served from a background event loop."""
 
@@ -114,8 +93,8 @@ class Cluster:
         self.thread.start()
         self.store = _new_store(tmp_path)
         self.nodes = FakeNodes()
-        self.gm = ServiceServer(_settings())
-        self.lc = ServiceServer(_settings())
+        self.gm = ServiceServer(loopback_settings())
+        self.lc = ServiceServer(loopback_settings())
 
         async def start() -> None:
             await self.store.start()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import ipaddress
 import logging
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,26 +13,13 @@ from typing import Any
 
 import grpc
 import pytest
+from support.modules import load_module
+from support.servers import loopback_settings
 
 from sedna.runtime import ChannelConfig, ServiceServer, ServiceSettings, open_channel
 
-
-def _load_echo_module() -> ModuleType:
-    # --import-mode=importlib keeps test folders off sys.path; load the helper by path.
-    name = "sedna_runtime_tests_echo_service"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("echo_service.py"))
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ECHO = _load_echo_module()
 ECHO_SCRIPT = Path(__file__).with_name("echo_service.py")
+ECHO = load_module("sedna_runtime_tests_echo_service", ECHO_SCRIPT)
 
 
 @pytest.fixture(autouse=True)
@@ -66,16 +51,8 @@ def echo() -> ModuleType:
 
 
 def make_settings(**values: Any) -> ServiceSettings:
-    """Loopback settings with free ports and a short drain."""
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "metrics_port": 0,
-        "drain_seconds": 5.0,
-        "log_format": "console",
-    }
-    base.update(values)
-    return ServiceSettings(**base)
+    """Loopback settings with free ports (metrics too) and a short drain."""
+    return loopback_settings(**{"metrics_port": 0, "drain_seconds": 5.0, **values})
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import sys
 import time
@@ -28,6 +29,8 @@ class EchoState:
     """What the handlers observed, for assertions (all in the server's event loop)."""
 
     slow_started: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set to end every "Slow" call at once (a stand-in for closing a long-lived stream).
+    slow_release: asyncio.Event = field(default_factory=asyncio.Event)
     slow_calls: int = 0
     flaky_attempts: collections.Counter[bytes] = field(default_factory=collections.Counter)
     on_slow_start: Callable[[], None] | None = None
@@ -45,7 +48,8 @@ def build_handler(state: EchoState) -> grpc.GenericRpcHandler:
         state.slow_started.set()
         if state.on_slow_start is not None:
             state.on_slow_start()
-        await asyncio.sleep(float(request.decode()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.slow_release.wait(), float(request.decode()))
         return b"done"
 
     async def stream(

@@ -7,6 +7,7 @@ is what ``sedna-gm`` runs on its :class:`~sedna.runtime.ServiceServer`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -32,6 +33,7 @@ from sedna_gm.hub import (
     NodeServicer,
     SqlHubStateStore,
 )
+from sedna_gm.hub.core import NodeStream
 from sedna_gm.node_tokens import NodeTokenFileError, read_node_tokens
 from sedna_gm.settings import GMSettings, RuntimeKind
 from sedna_gm.store.errors import StoreError
@@ -163,12 +165,25 @@ class GlobalManager:
         await self.manager.stop()
         await self.store.close()
 
-    def register(self, server: ServiceServer) -> None:
-        """Serve the resource API, the node hub and the node directory on ``server``."""
+    def register(
+        self,
+        server: ServiceServer,
+        *,
+        wrap_stream: Callable[[NodeStream], NodeStream] | None = None,
+    ) -> None:
+        """Serve the resource API, the node hub and the node directory on ``server``.
+
+        Parameters
+        ----------
+        server
+            The GM's (not yet started) server.
+        wrap_stream
+            Optional wrapper around every node stream (fault injection in tests).
+        """
         add_resource_service(server, self.store)
         server.add_servicer(
             hub_service_pb2_grpc.add_HubServiceServicer_to_server,
-            HubServicer(self.hub),
+            HubServicer(self.hub, wrap_stream=wrap_stream),
             HUB_SERVICE_NAME,
         )
         # Nodes authenticate with their own tokens (checked by the hub), not the admin ones.
@@ -193,6 +208,8 @@ async def setup(server: ServiceServer, settings: GMSettings) -> GlobalManager:
     except (NodeTokenFileError, ValueError, StoreError) as exc:
         raise ServerStartError(str(exc)) from exc
     await gm.start()
+    # Node streams last forever: end them when the drain starts (nodes reconnect and resume).
+    server.on_drain(gm.hub.close)
     server.on_shutdown(gm.stop)
     gm.register(server)
     _log.info(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -21,7 +21,7 @@ from sedna.runtime import ChannelConfig, ServiceServer
 from sedna.runtime.server import ServerStartError
 from sedna_lc.datasets import DatasetMonitor
 from sedna_lc.dispatch import Dispatcher
-from sedna_lc.link import GMLink, LinkConfig
+from sedna_lc.link import GMLink, LinkConfig, LinkStream
 from sedna_lc.reports import HttpReportServer, NodeStatus, WorkerReportIntake, add_lc_servicers
 from sedna_lc.settings import LCSettings
 from sedna_lc.state import LocalState, Outbox
@@ -95,12 +95,21 @@ class LocalController:
         The LC's settings (``node_name`` must be set).
     registry
         Prometheus registry for the LC's gauges (the server's).
+    wrap_stream
+        Optional wrapper around the GM stream (fault injection in tests).
     """
 
-    def __init__(self, settings: LCSettings, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        settings: LCSettings,
+        registry: CollectorRegistry,
+        *,
+        wrap_stream: Callable[[LinkStream], LinkStream] | None = None,
+    ) -> None:
         if not settings.node_name:
             raise ValueError("node_name (--node-name, SEDNA_LC_NODE_NAME or NODENAME) is required")
         self.settings = settings
+        self._wrap_stream = wrap_stream
         data_dir = settings.data_dir.resolve()
         self.state = LocalState(data_dir / STATE_FILE)
         self.outbox = Outbox(self.state)
@@ -183,6 +192,7 @@ class LocalController:
             self.dispatcher,
             outbox=self.outbox,
             config=LinkConfig(agent_address=agent_address, agent_version=__version__),
+            wrap_stream=self._wrap_stream,
         )
         await self.link.start()
         _log.info(

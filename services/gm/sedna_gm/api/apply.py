@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sedna.resources.objects import DEFAULT_NAMESPACE, ResourceObject
-from sedna.resources.validation import validate_object
+from sedna.resources.validation import prune_nulls, validate_object
 from sedna_gm.api.errors import FieldViolation, ManifestInvalidError, RequestError
 from sedna_gm.store.errors import AlreadyExistsError, ConflictError, NotFoundError
 from sedna_gm.store.port import ResourceStore
@@ -74,15 +74,6 @@ def parse_manifest_json(data: bytes) -> dict[str, Any]:
     return value
 
 
-def _prune_nulls(value: Any) -> Any:
-    # The API server drops nulls before storing (validation reads them as absent, too).
-    if isinstance(value, Mapping):
-        return {key: _prune_nulls(item) for key, item in value.items() if item is not None}
-    if isinstance(value, list):
-        return [_prune_nulls(item) for item in value]
-    return value
-
-
 def _label(manifest: Mapping[str, Any]) -> str:
     meta = manifest.get("metadata")
     meta = meta if isinstance(meta, Mapping) else {}
@@ -121,7 +112,7 @@ def validate_manifest(manifest: Mapping[str, Any]) -> ResourceObject:
         raise ManifestInvalidError(
             _label(manifest), [FieldViolation(e.path, e.message) for e in result.errors]
         )
-    return ResourceObject.from_manifest(_prune_nulls(manifest))
+    return ResourceObject.from_manifest(prune_nulls(manifest))
 
 
 async def apply_manifest(

@@ -19,13 +19,15 @@ from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.objects import ObjectKey, ResourceObject
 from sedna_gm.controllers.common import (
     CLEANUP_FINALIZER,
+    ConditionUpdate,
     Placement,
-    add_finalizer,
-    remove_finalizer,
+    hold_finalizer,
+    release_finalizer,
+    report_has_payload,
     validate_spec,
+    write_conditions,
 )
 from sedna_gm.controllers.conditions import (
-    ConditionStatus,
     find_condition,
     rfc3339,
     set_condition,
@@ -36,9 +38,8 @@ from sedna_gm.controllers.events import EventRecorder
 from sedna_gm.controllers.informer import Informer
 from sedna_gm.controllers.manager import Manager
 from sedna_gm.controllers.reports import DesiredStateRegistry, ReportRouter
-from sedna_gm.controllers.status import update_object, update_status
+from sedna_gm.controllers.status import update_status
 from sedna_gm.core.ports import NodeDirectory, NodeMessenger
-from sedna_gm.store.errors import NotFoundError
 from sedna_gm.store.port import ResourceStore
 
 __all__ = [
@@ -138,8 +139,7 @@ class DatasetController:
         if obj.deletion_timestamp is not None:
             await self._finalize(obj)
             return ReconcileResult()
-        if CLEANUP_FINALIZER not in obj.finalizers:
-            obj = await update_object(self.store, key, add_finalizer, current=obj)
+        obj = await hold_finalizer(self.store, obj)
 
         _, error = validate_spec(obj)
         if error:
@@ -149,7 +149,7 @@ class DatasetController:
             return ReconcileResult()
 
         node_name = str(obj.spec.get("nodeName", ""))
-        valid: tuple[str, ConditionStatus, str, str] = (CONDITION_VALID, "True", "SpecValid", "")
+        valid: ConditionUpdate = (CONDITION_VALID, "True", "SpecValid", "")
         if self.nodes.get_node(node_name) is None:
             await self._unplace(key, obj)
             message = f"node {node_name!r} has not registered with the GlobalManager"
@@ -199,10 +199,7 @@ class DatasetController:
             targets.add(node_name)
         for target in sorted(targets):
             await self.messenger.remove(target, obj)
-        try:
-            await update_object(self.store, obj.key, remove_finalizer, current=obj)
-        except NotFoundError:
-            _log.debug("%s vanished before its finalizer was removed", obj.key)
+        await release_finalizer(self.store, obj)
         self.recorder.record(obj, "Normal", "Deleted", "removed from its node", source="dataset")
 
     async def _unplace(self, key: ObjectKey, obj: ResourceObject) -> None:
@@ -211,29 +208,9 @@ class DatasetController:
             await self.messenger.remove(placed.node_name, obj)
 
     async def _write_status(
-        self, obj: ResourceObject, conditions: Sequence[tuple[str, ConditionStatus, str, str]]
+        self, obj: ResourceObject, conditions: Sequence[ConditionUpdate]
     ) -> None:
-        generation = obj.generation
-        now = self._clock()
-
-        def mutate(fresh: ResourceObject) -> None:
-            for type_, status, reason, message in conditions:
-                set_condition(
-                    fresh.status,
-                    type_,
-                    status,
-                    reason,
-                    message,
-                    observed_generation=generation,
-                    now=now,
-                )
-            fresh.status["observedGeneration"] = generation
-            fresh.status["phase"] = dataset_phase(fresh.status)
-
-        try:
-            await update_status(self.store, obj.key, mutate, current=obj)
-        except NotFoundError:
-            _log.debug("%s vanished before its status was written", obj.key)
+        await write_conditions(self.store, obj, conditions, dataset_phase, self._clock())
 
     # --- reports -----------------------------------------------------------------------------
 
@@ -247,14 +224,7 @@ class DatasetController:
         NotFoundError
             The Dataset does not exist (the router drops the report).
         """
-        if report.WhichOneof("payload") != "dataset":
-            _log.warning(
-                "%s report from node %s about Dataset %s: Datasets only take dataset reports; "
-                "dropped",
-                report.WhichOneof("payload"),
-                node_name,
-                owner,
-            )
+        if not report_has_payload(report, "dataset", node_name, owner):
             return
         data = report.dataset
         if data.HasField("update_time"):
@@ -295,7 +265,9 @@ class DatasetController:
             status["updateTime"] = when
             status["phase"] = dataset_phase(status)
 
-        await update_status(self.store, owner, mutate, current=self.informer.get(owner))
+        # Read fresh: reports arrive faster than the informer catches up, and a stale copy
+        # costs a failed write plus a re-read.
+        await update_status(self.store, owner, mutate)
 
     # --- desired state -----------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ metrics into the Model's status).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -20,18 +19,20 @@ from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.objects import ObjectKey, ResourceObject
 from sedna_gm.controllers.common import (
     CLEANUP_FINALIZER,
-    add_finalizer,
-    remove_finalizer,
+    ConditionUpdate,
+    hold_finalizer,
+    release_finalizer,
+    report_has_payload,
     validate_spec,
+    write_conditions,
 )
-from sedna_gm.controllers.conditions import ConditionStatus, rfc3339, set_condition, utcnow
+from sedna_gm.controllers.conditions import rfc3339, utcnow
 from sedna_gm.controllers.controller import Controller, ReconcileResult
 from sedna_gm.controllers.events import EventRecorder
 from sedna_gm.controllers.informer import Informer
 from sedna_gm.controllers.manager import Manager
 from sedna_gm.controllers.reports import ReportRouter
-from sedna_gm.controllers.status import update_object, update_status
-from sedna_gm.store.errors import NotFoundError
+from sedna_gm.controllers.status import update_status
 from sedna_gm.store.port import ResourceStore
 
 __all__ = [
@@ -42,8 +43,6 @@ __all__ = [
     "set_model_metrics",
     "setup_model_controller",
 ]
-
-_log = logging.getLogger(__name__)
 
 KIND = "Model"
 CONDITION_VALID = "Valid"
@@ -134,41 +133,18 @@ class ModelController:
             return ReconcileResult()
         if obj.deletion_timestamp is not None:
             if CLEANUP_FINALIZER in obj.finalizers:
-                try:
-                    await update_object(self.store, key, remove_finalizer, current=obj)
-                except NotFoundError:
-                    _log.debug("%s vanished before its finalizer was removed", key)
+                await release_finalizer(self.store, obj)
             return ReconcileResult()
-        if CLEANUP_FINALIZER not in obj.finalizers:
-            obj = await update_object(self.store, key, add_finalizer, current=obj)
+        obj = await hold_finalizer(self.store, obj)
         _, error = validate_spec(obj)
         if error:
             self.recorder.record(obj, "Warning", "InvalidSpec", error, source="model")
-            condition: tuple[ConditionStatus, str, str] = ("False", "InvalidSpec", error)
+            condition: ConditionUpdate = (CONDITION_VALID, "False", "InvalidSpec", error)
             phase = "Failed"
         else:
-            condition = ("True", "SpecValid", "")
+            condition = (CONDITION_VALID, "True", "SpecValid", "")
             phase = "Ready"
-        generation = obj.generation
-        now = self._clock()
-
-        def mutate(fresh: ResourceObject) -> None:
-            set_condition(
-                fresh.status,
-                CONDITION_VALID,
-                condition[0],
-                condition[1],
-                condition[2],
-                observed_generation=generation,
-                now=now,
-            )
-            fresh.status["phase"] = phase
-            fresh.status["observedGeneration"] = generation
-
-        try:
-            await update_status(self.store, key, mutate, current=obj)
-        except NotFoundError:
-            _log.debug("%s vanished before its status was written", key)
+        await write_conditions(self.store, obj, [condition], lambda _: phase, self._clock())
         return ReconcileResult()
 
     async def handle_owner_report(
@@ -181,13 +157,7 @@ class ModelController:
         NotFoundError
             The Model does not exist (the router drops the report).
         """
-        if report.WhichOneof("payload") != "worker":
-            _log.warning(
-                "%s report from node %s about Model %s: Models only take worker reports; dropped",
-                report.WhichOneof("payload"),
-                node_name,
-                owner,
-            )
+        if not report_has_payload(report, "worker", node_name, owner):
             return
         worker = report.worker
         results = [MessageToDict(r) for r in worker.results]
@@ -198,7 +168,9 @@ class ModelController:
             when = report.observed_time.ToDatetime()
         else:
             when = self._clock()
-        await set_model_metrics(self.store, owner, metrics, when, current=self.informer.get(owner))
+        # Read fresh: reports arrive faster than the informer catches up, and a stale copy
+        # costs a failed write plus a re-read.
+        await set_model_metrics(self.store, owner, metrics, when)
 
 
 def setup_model_controller(

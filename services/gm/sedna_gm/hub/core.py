@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.objects import ObjectKey, ResourceObject
-from sedna.runtime import register_secret
+from sedna.runtime import register_secret, require_positive, wait_first
 from sedna_gm.core.ports import DesiredStateSource, NodeInfo, ReportHandler
 from sedna_gm.hub.metrics import HubMetrics
 from sedna_gm.hub.node_queue import NodeQueue, PendingEvent
@@ -104,11 +104,13 @@ class HubConfig:
 
     def __post_init__(self) -> None:
         """Reject values that would make the hub stall or spin."""
-        for name in ("heartbeat_seconds", "enqueue_timeout", "hello_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, not {getattr(self, name)!r}")
-        if self.retransmit_seconds is not None and not self.retransmit_seconds > 0:
-            raise ValueError(f"retransmit_seconds must be > 0, not {self.retransmit_seconds!r}")
+        require_positive(
+            self,
+            "heartbeat_seconds",
+            "enqueue_timeout",
+            "hello_timeout",
+            optional=["retransmit_seconds"],
+        )
         if self.queue_capacity < 1:
             raise ValueError(f"queue_capacity must be >= 1, not {self.queue_capacity!r}")
         for node, token in (self.node_tokens or {}).items():
@@ -469,13 +471,7 @@ class NodeHub:
             asyncio.ensure_future(self._heartbeat_loop(session)),
             asyncio.ensure_future(session.closed.wait()),
         }
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
+        for task in await wait_first(tasks):
             if task.cancelled():
                 continue
             exc = task.exception()

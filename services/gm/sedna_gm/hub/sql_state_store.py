@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    event,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -72,6 +74,19 @@ def engine_url(url: str) -> str:
     )
 
 
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Same durability as the GM's resource store on SQLite (WAL, NORMAL): a GM crash loses
+    # nothing; an OS crash may lose the last positions, and the node then resends reports
+    # that the idempotent handlers apply again. FULL would fsync on every applied report.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+    finally:
+        cursor.close()
+
+
 class SqlHubStateStore:
     """Node records in the table ``sedna_hub_nodes``.
 
@@ -85,6 +100,8 @@ class SqlHubStateStore:
         self._engine: Engine = create_engine(engine_url(url))
         self._dialect = self._engine.dialect.name
         self._ready = False
+        if self._dialect == "sqlite":
+            event.listen(self._engine, "connect", _sqlite_pragmas)
 
     def _ensure_schema(self) -> None:
         if not self._ready:

@@ -107,7 +107,9 @@ def map_api_exception(
         API server address, for messages.
     collection
         True for list/watch/create, where a 404 means the resource type itself is not served
-        (the CRD is missing) rather than a missing object.
+        (the CRD is missing) rather than a missing object; a create in a namespace that does
+        not exist (404 ``namespaces "x" not found``) is an :class:`InvalidObjectError` on
+        ``metadata.namespace``.
     expected_version
         The ``resourceVersion`` the write carried, for :class:`ConflictError`.
 
@@ -124,6 +126,14 @@ def map_api_exception(
             f"Kubernetes API server {safe_host(host)} failed: {exc.reason or 'no response'}"
         )
     if code == 404:
+        details = status.get("details")
+        if collection and isinstance(details, dict) and details.get("kind") == "namespaces":
+            namespace = str(details.get("name") or key.namespace)
+            return InvalidObjectError(
+                f'namespace "{namespace}" does not exist in the cluster at {safe_host(host)}; '
+                f"create it first (kubectl create namespace {namespace})",
+                field="metadata.namespace",
+            )
         if collection:
             return StoreUnavailableError(
                 f"the API server {safe_host(host)} does not serve {key.kind} "

@@ -102,6 +102,8 @@ def kubernetes_client_from_config(
         The configuration cannot be loaded (the message names the file or environment).
     """
     configuration = k8s_client.Configuration()
+    # The client reads $KUBECONFIG once, when imported: read it now, as documented.
+    config_file = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
     try:
         if in_cluster:
             k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
@@ -109,12 +111,12 @@ def kubernetes_client_from_config(
             )
         else:
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, context=context, client_configuration=configuration
+                config_file=config_file, context=context, client_configuration=configuration
             )
     except (ConfigException, OSError) as exc:
-        source = "in-cluster service account" if in_cluster else f"kubeconfig {kubeconfig or ''}"
+        source = "in-cluster service account" if in_cluster else f"kubeconfig {config_file}"
         raise StoreUnavailableError(
-            f"cannot load the Kubernetes configuration from the {source.strip()}: {exc}"
+            f"cannot load the Kubernetes configuration from the {source}: {exc}"
         ) from None
     return k8s_client.ApiClient(configuration)
 
@@ -132,7 +134,8 @@ class KubernetesResourceStore:
     Parameters
     ----------
     api_client
-        A configured client (see :func:`kubernetes_client_from_config`); the caller owns it.
+        A configured client (see :func:`kubernetes_client_from_config`); the caller owns it
+        unless ``owns_client``.
     namespace
         When set, requests for "every namespace" (``list``/``watch`` with ``namespace=None``)
         are narrowed to this namespace, for a GlobalManager with namespace-scoped RBAC.
@@ -145,6 +148,8 @@ class KubernetesResourceStore:
         Attempts of a read-modify-write update (empty ``resource_version``) under conflicts.
     check_crds
         Whether :meth:`start` checks that the Sedna CRDs are installed.
+    owns_client
+        Whether :meth:`close` also closes ``api_client`` (a store made by ``open_store``).
     """
 
     def __init__(
@@ -156,8 +161,10 @@ class KubernetesResourceStore:
         watch_timeout_s: int = 300,
         update_retries: int = 5,
         check_crds: bool = True,
+        owns_client: bool = False,
     ) -> None:
         self._client = api_client
+        self._owns_client = owns_client
         self._api = k8s_client.CustomObjectsApi(api_client)
         self._namespace = namespace
         self._timeout = request_timeout_s
@@ -169,10 +176,19 @@ class KubernetesResourceStore:
         self._sinks: set[Callable[[WatchItem | None], None]] = set()
         self._closed = False
 
+    def __repr__(self) -> str:
+        scope = f", namespace={self._namespace!r}" if self._namespace else ""
+        return f"KubernetesResourceStore({self.host!r}{scope})"
+
     @property
     def host(self) -> str:
         """The API server address (without credentials)."""
         return safe_host(str(self._client.configuration.host))
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace "every namespace" is narrowed to, or None."""
+        return self._namespace
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -183,7 +199,7 @@ class KubernetesResourceStore:
             await self.check_crds_installed()
 
     async def close(self) -> None:
-        """End every open watch (their iterators stop); the API client stays open."""
+        """End every open watch (their iterators stop); close the client if owned."""
         self._closed = True
         watches = list(self._watches)
         for w in watches:
@@ -192,6 +208,8 @@ class KubernetesResourceStore:
             sink(None)
         if watches:
             await asyncio.to_thread(lambda: [w.join(2.0) for w in watches])
+        if self._owns_client:
+            await asyncio.to_thread(self._client.close)
 
     async def check_crds_installed(self) -> None:
         """Raise :class:`MissingCRDsError` unless every Sedna CRD is installed and served.
@@ -316,7 +334,7 @@ class KubernetesResourceStore:
             obj.namespace,
             plural,
             body,
-            collection=False,
+            collection=True,  # a 404 is a missing CRD or namespace, never a missing object
         )
         return self._object(result, obj.key)
 
@@ -340,7 +358,7 @@ class KubernetesResourceStore:
         namespace: str | None = None,
         label_selector: Mapping[str, str] | None = None,
     ) -> ListResult:
-        """Objects of a kind sorted by name, with the version to watch from."""
+        """Objects of a kind sorted by namespace then name, with the version to watch from."""
         plural = _plural(kind)
         namespace = namespace or self._namespace
         kwargs: dict[str, Any] = {}
@@ -369,7 +387,9 @@ class KubernetesResourceStore:
                 **kwargs,
             )
         items = [self._object(item, key) for item in result.get("items") or []]
-        items.sort(key=lambda o: (o.name, o.namespace))
+        # The API server's own order (etcd keys are .../namespace/name); sorted again so the
+        # port's guarantee does not depend on the server.
+        items.sort(key=lambda o: (o.namespace, o.name))
         version = str((result.get("metadata") or {}).get("resourceVersion") or "")
         return ListResult(items=items, resource_version=version)
 

@@ -6,17 +6,20 @@ Every adapter gives the same semantics, checked by one shared contract test suit
 - ``create`` sets ``uid``, ``resourceVersion``, ``generation = 1`` and ``creationTimestamp``;
   status starts empty.
 - ``update`` writes metadata (labels, annotations, finalizers, owner references) and spec, never
-  status; ``generation`` is incremented exactly when ``spec`` changes. A non-empty
-  ``resource_version`` on the argument must match the stored one, else :class:`ConflictError`;
-  an empty one means "last write wins".
+  status; ``generation`` is incremented when ``spec`` changes (and by the Kubernetes API
+  server, also once when it marks an object for deletion). A non-empty ``resource_version`` on
+  the argument must match the stored one, else :class:`ConflictError`; an empty one means
+  "last write wins". A write that changes nothing keeps the version and sends no event.
 - ``update_status`` writes status only (the status subresource), same conflict rule.
 - ``delete`` of an object with finalizers only sets ``deletionTimestamp`` (an update, visible
   as MODIFIED); the object disappears (DELETED) once an ``update`` removes the last finalizer.
-  Deleting an object that is already being deleted is a no-op returning it.
+  Deleting an object that is already being deleted is a no-op returning it; adding a finalizer
+  to it is an :class:`InvalidObjectError` on ``metadata.finalizers``.
 - ``resourceVersion`` values are opaque strings, but an adapter's are totally ordered by write;
   ``list`` returns the store's current version, and ``watch(since=that)`` delivers every change
-  after it, in order, exactly once. ``watch`` from a version the store no longer remembers
-  raises :class:`GoneError` (the caller re-lists).
+  after it, in order, exactly once; a watch of every kind (``kind=None``) may only keep each
+  kind's order (the Kubernetes API has one stream per resource type). ``watch`` from a version
+  the store no longer remembers raises :class:`GoneError` (the caller re-lists).
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class ResourceStore(Protocol):
         namespace: str | None = None,
         label_selector: Mapping[str, str] | None = None,
     ) -> ListResult:
-        """Objects of a kind, in every namespace when ``namespace`` is None, sorted by name."""
+        """Objects of a kind (every namespace when ``namespace`` is None), by namespace, name."""
         ...
 
     async def update(self, obj: ResourceObject) -> ResourceObject:

@@ -29,6 +29,7 @@ from sedna_gm.workloads.port import (
     ServiceEndpoint,
     WorkerStatus,
     WorkloadError,
+    check_service,
     spec_hash,
 )
 from sedna_gm.workloads.storage import S3Secret, SecretNotFoundError
@@ -277,10 +278,7 @@ class KubernetesWorkloadRuntime:
         owner: WorkerOwner | None = None,
     ) -> ServiceEndpoint:
         """Create or update the ClusterIP Service; return ``<name>.<namespace>:<port>``."""
-        if not 0 < port < 65536:
-            raise WorkloadError(f"service {namespace}/{name}: port {port} is not in 1-65535")
-        if not selector:
-            raise WorkloadError(f"service {namespace}/{name}: an empty selector matches nothing")
+        check_service(namespace, name, selector, port)
         body = k8s_objects.service_body(namespace, name, selector, port, owner)
         core = self._api.core
         current = await self._api.call(

@@ -15,9 +15,9 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
-from sedna.api.common.v1 import types_pb2
 from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.objects import OwnerRef, ResourceObject
+from sedna.resources.wire import worker_phase_from_proto
 from sedna.resources.worker import (
     WORKER_API_VERSION,
     WORKER_KIND,
@@ -34,6 +34,7 @@ from sedna_gm.workloads.port import (
     ServiceEndpoint,
     WorkerStatus,
     WorkloadError,
+    check_service,
     spec_hash,
 )
 
@@ -43,12 +44,6 @@ logger = logging.getLogger(__name__)
 
 SPEC_HASH_ANNOTATION = "sedna.io/worker-spec-hash"
 _REPLICAS_ANNOTATION = "sedna.io/worker-replicas"
-_PHASES = {
-    types_pb2.WORKER_PHASE_PENDING: WorkerPhaseName.PENDING,
-    types_pb2.WORKER_PHASE_RUNNING: WorkerPhaseName.RUNNING,
-    types_pb2.WORKER_PHASE_SUCCEEDED: WorkerPhaseName.SUCCEEDED,
-    types_pb2.WORKER_PHASE_FAILED: WorkerPhaseName.FAILED,
-}
 _UNBOUND_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
@@ -272,7 +267,7 @@ class LocalWorkloadRuntime:
         WorkloadError
             ``port`` is not 1-65535 or ``selector`` is empty.
         """
-        _check_service(namespace, name, selector, port)
+        check_service(namespace, name, selector, port)
         host = "127.0.0.1"
         if self._nodes is not None:
             nodes = {str(o.spec.get("nodeName", "")) for o in await self._list(namespace, selector)}
@@ -316,7 +311,7 @@ class LocalWorkloadRuntime:
                 )
                 return
             obj = matches[0]
-            phase = _PHASES.get(state.phase)
+            phase = worker_phase_from_proto(state.phase)
             if phase is None:
                 logger.info("ignoring worker %r state without a phase", state.worker_name)
                 return
@@ -350,10 +345,3 @@ class LocalWorkloadRuntime:
             for o in await self._list(None, {})
             if o.spec.get("nodeName") == node_name
         ]
-
-
-def _check_service(namespace: str, name: str, selector: Mapping[str, str], port: int) -> None:
-    if not 0 < port < 65536:
-        raise WorkloadError(f"service {namespace}/{name}: port {port} is not in 1-65535")
-    if not selector:
-        raise WorkloadError(f"service {namespace}/{name}: an empty selector matches nothing")

@@ -31,6 +31,7 @@ __all__ = [
     "WorkerStatus",
     "WorkloadError",
     "WorkloadRuntime",
+    "check_service",
     "spec_hash",
 ]
 
@@ -119,6 +120,20 @@ def spec_hash(spec: WorkerSpec, replicas: int | None = None) -> str:
     body = {"spec": spec.model_dump(by_alias=True, mode="json"), "replicas": replicas}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_service(namespace: str, name: str, selector: Mapping[str, str], port: int) -> None:
+    """Check the arguments of :meth:`WorkloadRuntime.ensure_service` (every runtime does).
+
+    Raises
+    ------
+    WorkloadError
+        ``port`` is not 1-65535 or ``selector`` is empty.
+    """
+    if not 0 < port < 65536:
+        raise WorkloadError(f"service {namespace}/{name}: port {port} is not in 1-65535")
+    if not selector:
+        raise WorkloadError(f"service {namespace}/{name}: an empty selector matches nothing")
 
 
 @runtime_checkable

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import grpc
 import pytest
+from support.memory_store import MemoryStore
+from support.servers import loopback_settings
 
 from sedna.api.gm.v1 import resource_service_pb2_grpc as pb_grpc
-from sedna.runtime import ChannelConfig, ServiceServer, ServiceSettings, open_channel
+from sedna.runtime import ChannelConfig, ServiceServer, open_channel
 from sedna_gm.api import ResourceApi, ResourceServicer
 from sedna_gm.api.resource_servicer import SERVICE_NAME
-
-
-def _load(name: str) -> ModuleType:
-    # --import-mode=importlib keeps test folders off sys.path: load helpers by path.
-    full = f"sedna_gm_api_tests_{name}"
-    if full in sys.modules:
-        return sys.modules[full]
-    spec = importlib.util.spec_from_file_location(full, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[full] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-MEMORY = _load("memory_store")
 
 
 def _sql_store_class() -> Any:
@@ -47,7 +29,7 @@ def _sql_store_class() -> Any:
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     """Each test runs on the in-memory double and on the real SQLite store (when present)."""
     if request.param == "memory":
-        backend: Any = MEMORY.MemoryStore()
+        backend: Any = MemoryStore()
     else:
         cls = _sql_store_class()
         if cls is None:
@@ -59,8 +41,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 @pytest.fixture
-def memory_store() -> Any:
-    return MEMORY.MemoryStore()
+def memory_store() -> MemoryStore:
+    return MemoryStore()
 
 
 ServerFactory = Callable[..., Any]
@@ -73,10 +55,7 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
     channels: list[grpc.aio.Channel] = []
 
     async def start(store: Any, **options: Any) -> tuple[ServiceServer, Any]:
-        settings = ServiceSettings(
-            host="127.0.0.1", port=0, metrics_port=None, drain_seconds=1.0, log_format="console"
-        )
-        server = ServiceServer(settings)
+        server = ServiceServer(loopback_settings())
         server.add_servicer(
             pb_grpc.add_ResourceServiceServicer_to_server,
             ResourceServicer(ResourceApi(store, **options)),

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from support.memory_store import MemoryStore
 
 from sedna.api.gm.v1 import resource_service_pb2 as pb
 from sedna.resources.wire import resource_from_proto
@@ -266,8 +267,6 @@ async def test_watch_bookmarks(memory_store: Any, serve: Any) -> None:
 
 
 async def test_watch_too_old_is_out_of_range(serve: Any) -> None:
-    from sedna_gm_api_tests_memory_store import MemoryStore  # type: ignore[import-not-found]
-
     store = MemoryStore(history=2)
     _, stub = await serve(store)
     for index in range(5):

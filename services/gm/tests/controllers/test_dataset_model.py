@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,8 +128,15 @@ async def test_dataset_lifecycle(
     await update_object(store, KEY, set_spec("nodeName", "edge1"))
     await eventually(lambda: ("upsert", "edge1", KEY, 3) in messenger.calls, what="move")
     assert ("remove", "edge0", KEY, 3) in messenger.calls
-    # A late report from the old node changes nothing.
-    before = await store.get("Dataset", "default", "ds1")
+    # A late report from the old node changes nothing (once the move's status has landed).
+    for _ in range(200):
+        before = await store.get("Dataset", "default", "ds1")
+        placed = find_condition(before.status, "NodeReady")
+        if before.status.get("observedGeneration") == 3 and placed and "edge1" in placed["message"]:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError(f"the move to edge1 never reached the status: {before.status}")
     await env.router.handle_report("edge0", dataset_report(1))
     assert (await store.get("Dataset", "default", "ds1")).resource_version == (
         before.resource_version

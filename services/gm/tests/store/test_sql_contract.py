@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from support.modules import load_module
 
 from sedna_gm.store.sql import SqlResourceStore
 
 HISTORY = 40
 
 
-def _contract():  # type: ignore[no-untyped-def]
-    name = "sedna_store_contract"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("contract.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-contract = _contract()
+# Under this name the Kubernetes suite (store_k8s/conftest.py) loads it too: one module.
+contract = load_module("sedna_store_contract", Path(__file__).with_name("contract.py"))
 
 
 async def _expire(store: SqlResourceStore) -> None:

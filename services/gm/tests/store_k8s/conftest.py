@@ -1,45 +1,34 @@
-"""Fixtures: the Kubernetes API emulator on loopback and a KubernetesResourceStore on it."""
+"""Fixtures: the Kubernetes API emulator on loopback and a KubernetesResourceStore on it.
+
+The test modules here find the ResourceStore contract (``services/gm/tests/store/contract.py``)
+as ``sys.modules["sedna_store_contract"]``: this conftest, imported first, loads it by path.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from support import k8s_emulator
+from support.modules import load_module
 
 from sedna_gm.store.kubernetes import KubernetesResourceStore
 
 REPO = Path(__file__).resolve().parents[4]
 CRDS = sorted((REPO / "crds").glob("sedna.io_*.yaml"))
+# The namespaces of the emulated cluster: like a real one, it refuses objects in any other.
+NAMESPACES = ("default", "kube-system", "other", "team", "zeta")
 
-
-def _load_emulator() -> ModuleType:
-    # --import-mode=importlib keeps tests/ off sys.path: load the shared helper by path.
-    name = "sedna_tests_support_k8s_emulator"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, REPO / "tests" / "support" / "k8s_emulator.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-k8s_emulator = _load_emulator()
+# The name test_sql_contract.py loads it under, too: one module whichever comes first.
+load_module("sedna_store_contract", Path(__file__).resolve().parents[1] / "store" / "contract.py")
 
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[Any]:
-    """An emulated API server with the Sedna CRDs installed."""
-    async with k8s_emulator.emulated_api_server(crds=CRDS) as running:
+    """An emulated API server with the Sedna CRDs installed and :data:`NAMESPACES`."""
+    async with k8s_emulator.emulated_api_server(crds=CRDS, namespaces=NAMESPACES) as running:
         yield running
 
 

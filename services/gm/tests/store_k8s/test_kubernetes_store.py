@@ -1,170 +1,101 @@
-"""KubernetesResourceStore through the real ``kubernetes`` client against an API emulator.
+"""KubernetesResourceStore behaviour that only the Kubernetes adapter has.
 
-Every call goes over HTTP on 127.0.0.1 to ``tests/support/k8s_emulator.py``: kmock's
-``KubernetesEmulator`` (server, URL parsing, discovery, Status errors, object storage) extended
-with what a real API server does and kmock leaves out: resourceVersion/uid/generation, PUT with
-409 Conflict on a stale version, the status subresource, finalizers and deletionTimestamp,
-label selectors, watch from a version with 410 Gone after compaction, timeoutSeconds and
-bookmarks, CRDs that make resources served. The module docstring there lists it exactly.
+The port's semantics (CRUD, conflicts, finalizers, watch order, 410 Gone) are the shared
+contract, run against this adapter in ``test_k8s_contract.py``. Here: what goes over the wire
+and what only a Kubernetes API server does, through the real ``kubernetes`` client over HTTP on
+127.0.0.1 to ``tests/support/k8s_emulator.py`` (kmock's ``KubernetesEmulator`` extended with
+the API-server behaviour the module docstring there lists): the status subresource, owner
+references and finalizers in Kubernetes JSON, deletion preconditions and ``markAsDeleting``,
+retries of blind updates, watch reconnects, bookmarks and 410 on resume, Status errors, missing
+CRDs and namespaces, credentials. (Kubeconfig loading: ``test_k8s_factory.py``.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
 import kmock
 import pytest
 
-from sedna.resources.objects import OwnerRef, ResourceObject
+from sedna.resources.objects import OwnerRef
 from sedna_gm.store import (
-    AlreadyExistsError,
-    ConflictError,
     GoneError,
     InvalidObjectError,
-    NotFoundError,
-    ResourceStore,
     StoreUnavailableError,
     WatchEvent,
     WatchEventType,
 )
-from sedna_gm.store.kubernetes import (
-    KubernetesResourceStore,
-    MissingCRDsError,
-    kubernetes_client_from_config,
-)
+from sedna_gm.store.kubernetes import KubernetesResourceStore, MissingCRDsError
+
+contract = sys.modules["sedna_store_contract"]  # loaded by conftest.py
+dataset = contract.dataset
+next_change = contract.next_change
 
 DATASETS = kmock.resource("sedna.io", "v1alpha1", "datasets")
 
 
-def dataset(name: str = "d1", namespace: str = "default", **labels: str) -> ResourceObject:
-    return ResourceObject(
-        kind="Dataset",
-        name=name,
-        namespace=namespace,
-        labels=dict(labels),
-        spec={"url": "/data/train.txt", "format": "txt", "nodeName": "edge-1"},
-    )
-
-
 async def next_event(it: Any, limit_s: float = 5.0) -> WatchEvent:
+    """The next event, BOOKMARKs included."""
     event: WatchEvent = await asyncio.wait_for(anext(it), limit_s)
     return event
 
 
-async def next_change(it: Any, limit_s: float = 5.0) -> WatchEvent:
-    """Next non-BOOKMARK event."""
-    while True:
-        event = await next_event(it, limit_s)
-        if event.type is not WatchEventType.BOOKMARK:
-            return event
+def requests(cluster: Any, method: str) -> list[Any]:
+    """The requests the emulator received with this HTTP method, oldest first."""
+    return [r for r in list(cluster.emulator) if r.method == method]
 
 
-async def wait_for_watches(cluster: Any, count: int, limit_s: float = 5.0) -> None:
-    """Wait until the emulator has received ``count`` watch requests (the stream is open)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    while sum(1 for r in cluster.emulator if r.params.get("watch") == "true") < count:
-        if loop.time() > deadline:
-            raise AssertionError(f"no {count} watch request(s) within {limit_s} s")
-        await asyncio.sleep(0.01)
+def stored(cluster: Any, name: str, namespace: str = "default") -> dict[str, Any]:
+    """The raw JSON the emulated API server holds for a Dataset."""
+    raw: dict[str, Any] = cluster.emulator.objects[DATASETS, namespace, name].raw
+    return raw
 
 
-def test_is_a_resource_store(store: KubernetesResourceStore) -> None:
-    assert isinstance(store, ResourceStore)
-
-
-async def test_create_sets_server_fields_and_get_round_trips(
-    store: KubernetesResourceStore,
+async def test_objects_travel_as_kubernetes_json(
+    store: KubernetesResourceStore, cluster: Any
 ) -> None:
     obj = dataset(app="a")
-    obj.annotations = {"note": "x"}
     obj.finalizers = ["sedna.io/cleanup"]
     obj.owner_references = [OwnerRef("sedna.io/v1alpha1", "Model", "m", "uid-1", controller=True)]
     obj.status = {"phase": "ignored"}
     created = await store.create(obj)
-    assert created.uid
-    assert created.resource_version
-    assert created.generation == 1
-    assert created.creation_timestamp is not None
-    assert created.creation_timestamp.tzinfo is not None
-    assert created.status == {}
-    got = await store.get("Dataset", "default", "d1")
-    assert got == created
-    assert got.labels == {"app": "a"}
-    assert got.annotations == {"note": "x"}
-    assert got.finalizers == ["sedna.io/cleanup"]
-    assert got.owner_references == obj.owner_references
-    with pytest.raises(AlreadyExistsError, match="already exists"):
-        await store.create(dataset())
-    with pytest.raises(NotFoundError, match="Dataset default/nope not found"):
-        await store.get("Dataset", "default", "nope")
+    post = requests(cluster, "POST")[-1]
+    assert "status" not in post.data  # the status subresource owns it
+    assert not {"uid", "resourceVersion"} & set(post.data["metadata"])
+    meta = stored(cluster, "d1")["metadata"]
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "sedna.io/v1alpha1",
+            "kind": "Model",
+            "name": "m",
+            "uid": "uid-1",
+            "controller": True,
+        }
+    ]
+    assert meta["finalizers"] == ["sedna.io/cleanup"]
+    assert meta["labels"] == {"app": "a"}
+    assert (meta["uid"], meta["resourceVersion"]) == (created.uid, created.resource_version)
 
 
-async def test_list_namespaces_selectors_and_sorting(store: KubernetesResourceStore) -> None:
-    await store.create(dataset("b", app="x"))
-    await store.create(dataset("a", app="y"))
-    await store.create(dataset("c", namespace="other", app="x"))
-    everywhere = await store.list("Dataset")
-    assert [o.name for o in everywhere.items] == ["a", "b", "c"]
-    assert everywhere.resource_version == max(o.resource_version for o in everywhere.items)
-    assert [o.name for o in (await store.list("Dataset", "default")).items] == ["a", "b"]
-    selected = await store.list("Dataset", label_selector={"app": "x"})
-    assert [o.name for o in selected.items] == ["b", "c"]
-    assert (await store.list("Model")).items == []
-
-
-async def test_update_generation_conflict_and_last_write_wins(
-    store: KubernetesResourceStore,
-) -> None:
-    created = await store.create(dataset())
-    relabelled = created.clone()
-    relabelled.labels = {"tier": "gold"}
-    v2 = await store.update(relabelled)
-    assert v2.generation == 1  # metadata only
-    assert int(v2.resource_version) > int(created.resource_version)
-    respec = v2.clone()
-    respec.spec["format"] = "csv"
-    v3 = await store.update(respec)
-    assert v3.generation == 2
-    assert v3.spec["format"] == "csv"
-    with pytest.raises(ConflictError) as info:
-        await store.update(created)  # stale version
-    assert info.value.expected == created.resource_version
-    assert info.value.actual == v3.resource_version
-    blind = dataset()
-    blind.spec["nodeName"] = "edge-2"
-    v4 = await store.update(blind)  # empty version: read-modify-write
-    assert v4.spec["nodeName"] == "edge-2"
-    assert v4.generation == 3
-    with pytest.raises(NotFoundError):
-        await store.update(dataset("ghost"))
-
-
-async def test_update_never_writes_status_and_update_status_only_status(
-    store: KubernetesResourceStore,
+async def test_status_goes_through_the_status_subresource(
+    store: KubernetesResourceStore, cluster: Any
 ) -> None:
     created = await store.create(dataset())
     with_status = created.clone()
-    with_status.status = {"phase": "Running", "numberOfSamples": 3}
-    with_status.labels = {"ignored": "yes"}
-    s1 = await store.update_status(with_status)
-    assert s1.status == {"phase": "Running", "numberOfSamples": 3}
-    assert s1.labels == {}
-    assert s1.generation == 1
-    meta = s1.clone()
-    meta.status = {"phase": "Clobbered"}
-    meta.labels = {"k": "v"}
-    u = await store.update(meta)
-    assert u.status == {"phase": "Running", "numberOfSamples": 3}
-    assert u.labels == {"k": "v"}
-    with pytest.raises(ConflictError):
-        await store.update_status(with_status)  # stale
-    blind = dataset()
-    blind.status = {"phase": "Done"}
-    assert (await store.update_status(blind)).status == {"phase": "Done"}
+    with_status.status = {"phase": "Running"}
+    await store.update_status(with_status)
+    relabelled = (await store.get("Dataset", "default", "d1")).clone()
+    relabelled.labels = {"k": "v"}
+    await store.update(relabelled)
+    puts = requests(cluster, "PUT")
+    assert [r.subresource for r in puts] == ["status", None]
+    assert puts[0].data["status"] == {"phase": "Running"}
+    assert "status" not in puts[1].data  # update never sends status
+    assert stored(cluster, "d1")["status"] == {"phase": "Running"}
 
 
 async def test_update_without_version_retries_on_conflict(
@@ -185,89 +116,41 @@ async def test_update_without_version_retries_on_conflict(
     blind.spec["format"] = "csv"
     updated = await store.update(blind)
     assert updated.spec["format"] == "csv"
-    puts = [r for r in list(cluster.emulator) if r.method == "PUT"]
+    puts = requests(cluster, "PUT")
     assert len(puts) == 2
+    # Custom resources need a version on replace: each attempt sends the one it just read.
+    assert all(r.data["metadata"]["resourceVersion"] for r in puts)
 
 
-async def test_delete_plain_with_finalizers_and_preconditions(
-    store: KubernetesResourceStore,
-) -> None:
-    plain = await store.create(dataset("plain"))
-    with pytest.raises(ConflictError):
-        await store.delete("Dataset", "default", "plain", resource_version="1")
-    gone = await store.delete(
-        "Dataset", "default", "plain", resource_version=plain.resource_version
-    )
-    assert gone.name == "plain"
-    with pytest.raises(NotFoundError):
-        await store.get("Dataset", "default", "plain")
-    with pytest.raises(NotFoundError):
-        await store.delete("Dataset", "default", "plain")
-
-    held = dataset("held")
-    held.finalizers = ["sedna.io/cleanup"]
-    await store.create(held)
-    marked = await store.delete("Dataset", "default", "held")
-    assert marked.deletion_timestamp is not None
-    again = await store.delete("Dataset", "default", "held")
-    assert again.resource_version == marked.resource_version  # no-op
-    assert (await store.get("Dataset", "default", "held")).deletion_timestamp is not None
-    released = marked.clone()
-    released.finalizers = []
-    await store.update(released)
-    with pytest.raises(NotFoundError):
-        await store.get("Dataset", "default", "held")
-
-
-async def test_watch_since_list_delivers_every_change_in_order(
-    store: KubernetesResourceStore,
-) -> None:
-    await store.create(dataset("before"))
-    listed = await store.list("Dataset")
-    events = store.watch("Dataset", since=listed.resource_version)
-    try:
-        a = await store.create(dataset("a"))
-        a2 = a.clone()
-        a2.spec["format"] = "csv"
-        await store.update(a2)
-        await store.delete("Dataset", "default", "a")
-        seen = [await next_change(events) for _ in range(3)]
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-    assert [e.type for e in seen] == ["ADDED", "MODIFIED", "DELETED"]
-    assert all(e.object is not None and e.object.name == "a" for e in seen)
-    versions = [int(e.resource_version) for e in seen]
-    assert versions == sorted(versions)
-    assert versions[0] > int(listed.resource_version)
-
-
-async def test_watch_from_now_namespace_filter_and_resume(
+async def test_deletion_as_the_api_server_does_it(
     store: KubernetesResourceStore, cluster: Any
 ) -> None:
-    await store.create(dataset("old"))
-    events = store.watch("Dataset", namespace="team")
+    held = dataset("held")
+    held.finalizers = ["sedna.io/cleanup"]
+    created = await store.create(held)
+    events = store.watch("Dataset", since=created.resource_version)
     try:
-        first = asyncio.ensure_future(anext(events))
-        await wait_for_watches(cluster, 1)
-        await store.create(dataset("skip", namespace="default"))
-        await store.create(dataset("x", namespace="team"))
-        event = await asyncio.wait_for(first, 5)
-        while event.type is WatchEventType.BOOKMARK:
-            event = await next_event(events)
+        marked = await store.delete(
+            "Dataset", "default", "held", resource_version=created.resource_version
+        )
+        assert stored(cluster, "held")["metadata"]["deletionGracePeriodSeconds"] == 0
+        released = marked.clone()
+        released.finalizers = []
+        answer = await store.update(released)
+        seen = [await next_change(events) for _ in range(2)]
     finally:
         await events.aclose()  # type: ignore[attr-defined]
-    assert event.type == "ADDED"
-    assert event.object is not None
-    assert event.object.name == "x"
-    # Resume after that event: only later changes arrive.
-    resumed = store.watch("Dataset", namespace="team", since=event.resource_version)
-    try:
-        await store.create(dataset("y", namespace="team"))
-        later = await next_change(resumed)
-    finally:
-        await resumed.aclose()  # type: ignore[attr-defined]
-    assert later.object is not None
-    assert later.object.name == "y"
+    delete = requests(cluster, "DELETE")[-1]
+    assert delete.data["preconditions"] == {"resourceVersion": created.resource_version}
+    # markAsDeleting: the first deletion mark bumps generation (desired state changed).
+    assert marked.generation == created.generation + 1
+    assert [e.type for e in seen] == ["MODIFIED", "DELETED"]
+    # Releasing the last finalizer deletes in one revision (the registry's
+    # deleteWithoutFinalizers): the PUT answers with the object it was sent, the DELETED event
+    # carries the last stored state, finalizer included.
+    assert answer.finalizers == []
+    assert seen[1].object.finalizers == ["sedna.io/cleanup"]
+    assert int(seen[1].resource_version) == int(seen[0].resource_version) + 1
 
 
 async def test_watch_survives_server_timeouts_and_emits_bookmarks(
@@ -288,38 +171,40 @@ async def test_watch_survives_server_timeouts_and_emits_bookmarks(
     watches = [r for r in list(cluster.emulator) if r.params.get("watch") == "true"]
     assert len(watches) >= 2
     assert all(r.params.get("timeoutSeconds") == "2" for r in watches)
+    assert all(r.params.get("allowWatchBookmarks") == "true" for r in watches)
 
 
-async def test_watch_from_compacted_version_raises_gone(
-    store: KubernetesResourceStore, cluster: Any
+async def test_watch_resumes_after_a_cut_and_ends_with_gone_once_compacted(
+    cluster: Any,
 ) -> None:
-    old = (await store.list("Dataset")).resource_version
-    await store.create(dataset())
-    cluster.emulator.compact()
-    with pytest.raises(GoneError, match="re-list"):
-        await next_event(store.watch("Dataset", since=old))
-
-
-async def test_watch_every_kind_and_close_ends_it(store: KubernetesResourceStore) -> None:
+    # Streams long enough that no timeout bookmark moves the watch's version during the test.
+    store = KubernetesResourceStore(cluster.api_client, watch_timeout_s=60)
     since = (await store.list("Dataset")).resource_version
-    events = store.watch(since=since)
-    await store.create(ResourceObject(kind="Model", name="m1", spec={"url": "/m", "format": "pb"}))
-    await store.create(dataset())
-    got = {(await next_change(events)).object.kind for _ in range(2)}  # type: ignore[union-attr]
-    assert got == {"Model", "Dataset"}
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await store.close()
-    with pytest.raises(StopAsyncIteration):
-        await next_event(events)
-    assert loop.time() - started < 3
+    events = store.watch("Dataset", namespace="team", since=since)
+    try:
+        await store.create(dataset("a", namespace="team"))
+        assert (await next_change(events)).object.name == "a"
+        # A cut stream (API server restart) resumes from the last version seen: no loss.
+        await cluster.emulator.end_watches()
+        await store.create(dataset("b", namespace="team"))
+        assert (await next_change(events)).object.name == "b"
+        # Writes the namespace filter hides leave the watch's version behind; once they are
+        # compacted away, the next resume gets 410 and the consumer must re-list.
+        await store.create(dataset("elsewhere"))
+        cluster.emulator.compact()
+        await cluster.emulator.end_watches()
+        with pytest.raises(GoneError, match="re-list"):
+            await next_change(events)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+        await store.close()
 
 
-async def test_invalid_name_is_422_with_field(store: KubernetesResourceStore) -> None:
-    with pytest.raises(InvalidObjectError) as info:
-        await store.create(dataset("Not_Valid"))
-    assert info.value.field == "metadata.name"
-    assert "metadata.name" in str(info.value)
+async def test_create_in_a_missing_namespace_names_it(store: KubernetesResourceStore) -> None:
+    with pytest.raises(InvalidObjectError, match='namespace "nowhere" does not exist') as info:
+        await store.create(dataset(namespace="nowhere"))
+    assert info.value.field == "metadata.namespace"
+    assert "kubectl create namespace nowhere" in str(info.value)
 
 
 async def test_scripted_422_names_the_field(store: KubernetesResourceStore, cluster: Any) -> None:
@@ -381,6 +266,9 @@ async def test_missing_crds_is_a_clear_error(
         store = KubernetesResourceStore(cluster.api_client)
         with pytest.raises(MissingCRDsError) as info:
             await store.start()
+        # Unchecked, a write of a kind the cluster does not serve says so (not "not found").
+        with pytest.raises(StoreUnavailableError, match="does not serve Model"):
+            await store.create(contract.model())
     message = str(info.value)
     assert "models.sedna.io" in message
     assert "datasets.sedna.io" not in info.value.missing
@@ -408,35 +296,3 @@ async def test_connection_refused_is_unavailable() -> None:
             await store.get("Dataset", "default", "x")
     finally:
         api_client.close()
-
-
-async def test_client_from_kubeconfig(cluster: Any, tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(
-        f"""
-apiVersion: v1
-kind: Config
-clusters:
-- name: emu
-  cluster: {{server: "{cluster.host}"}}
-users:
-- name: gm
-  user: {{token: kube-token-123}}
-contexts:
-- name: sedna
-  context: {{cluster: emu, user: gm, namespace: default}}
-current-context: sedna
-"""
-    )
-    api_client = kubernetes_client_from_config(str(kubeconfig), "sedna", in_cluster=False)
-    try:
-        store = KubernetesResourceStore(api_client)
-        await store.start()
-        await store.create(dataset())
-        assert list(cluster.emulator)[-1].headers["Authorization"] == "Bearer kube-token-123"
-    finally:
-        api_client.close()
-    with pytest.raises(StoreUnavailableError, match="kubeconfig"):
-        kubernetes_client_from_config(str(tmp_path / "missing"), None, in_cluster=False)
-    with pytest.raises(StoreUnavailableError, match="in-cluster"):
-        kubernetes_client_from_config(None, None, in_cluster=True)

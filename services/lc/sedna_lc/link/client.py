@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.wire import WireFormatError, key_from_reference, resource_from_proto
-from sedna.runtime import ChannelConfig, open_channel
+from sedna.runtime import ChannelConfig, open_channel, require_positive, wait_first
 from sedna_lc.link.backoff import Backoff
 from sedna_lc.link.stream import GrpcLinkStream, LinkStream
 from sedna_lc.ports import ObjectHandler
@@ -71,11 +71,13 @@ class LinkConfig:
 
     def __post_init__(self) -> None:
         """Reject values that would make the link stall or spin."""
-        for name in ("heartbeat_seconds", "welcome_timeout", "stream_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, not {getattr(self, name)!r}")
-        if self.retransmit_seconds is not None and not self.retransmit_seconds > 0:
-            raise ValueError(f"retransmit_seconds must be > 0, not {self.retransmit_seconds!r}")
+        require_positive(
+            self,
+            "heartbeat_seconds",
+            "welcome_timeout",
+            "stream_timeout",
+            optional=["retransmit_seconds"],
+        )
         Backoff(self.backoff_initial, self.backoff_max)  # validates the bounds
 
 
@@ -259,13 +261,7 @@ class GMLink:
             asyncio.ensure_future(self._receive_loop(stream)),
             asyncio.ensure_future(self._heartbeat_loop(stream)),
         }
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
+        for task in await wait_first(tasks):
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 

@@ -14,7 +14,7 @@ import sedna
 from sedna.api.common.v1 import types_pb2
 from sedna.api.lc.v1 import worker_service_pb2 as pb
 from sedna.api.lc.v1 import worker_service_pb2_grpc as pb_grpc
-from sedna.resources.worker import WorkerPhaseName
+from sedna.resources.wire import worker_phase_to_proto
 from sedna.runtime import ServiceServer
 from sedna_lc.reports.intake import ReportError, WorkerReportIntake
 from sedna_lc.workers import ProcessRuntime, UnknownWorkerError
@@ -33,12 +33,6 @@ logger = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[object, object]
 WORKER_REPORT_SERVICE = "sedna.api.lc.v1.WorkerReportService"
 NODE_AGENT_SERVICE = "sedna.api.lc.v1.NodeAgentService"
-_PHASES = {
-    WorkerPhaseName.PENDING: types_pb2.WORKER_PHASE_PENDING,
-    WorkerPhaseName.RUNNING: types_pb2.WORKER_PHASE_RUNNING,
-    WorkerPhaseName.SUCCEEDED: types_pb2.WORKER_PHASE_SUCCEEDED,
-    WorkerPhaseName.FAILED: types_pb2.WORKER_PHASE_FAILED,
-}
 
 
 @dataclass(frozen=True)
@@ -120,7 +114,7 @@ class NodeAgentServicer(pb_grpc.NodeAgentServiceServicer):
             info = pb.WorkerInfo(
                 name=view.name,
                 namespace=view.namespace,
-                phase=_PHASES[view.phase],
+                phase=worker_phase_to_proto(view.phase),
                 pid=view.pid,
                 exit_code=view.exit_code,
                 restart_count=view.restart_count,

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from sedna.api.common.v1 import types_pb2
 from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.objects import ObjectKey, ResourceObject
+from sedna.resources.wire import worker_phase_to_proto
 from sedna.resources.worker import (
     WORKER_KIND,
     RestartPolicy,
@@ -59,12 +60,6 @@ NO_COMMAND_MESSAGE = (
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "PYTHONPATH")
 # $0 is the exit-code file, "$@" the worker's command line.
 _WRAPPER = '"$@"; rc=$?; echo "$rc" > "$0"; exit "$rc"'
-_PHASE_TO_PROTO = {
-    WorkerPhaseName.PENDING: types_pb2.WORKER_PHASE_PENDING,
-    WorkerPhaseName.RUNNING: types_pb2.WORKER_PHASE_RUNNING,
-    WorkerPhaseName.SUCCEEDED: types_pb2.WORKER_PHASE_SUCCEEDED,
-    WorkerPhaseName.FAILED: types_pb2.WORKER_PHASE_FAILED,
-}
 _TERMINAL = (WorkerPhaseName.SUCCEEDED.value, WorkerPhaseName.FAILED.value)
 
 
@@ -185,7 +180,7 @@ class _Supervisor:
             observed_time=_timestamp(now),
             worker_state=hub_service_pb2.WorkerState(
                 worker_name=self.name,
-                phase=_PHASE_TO_PROTO[phase],
+                phase=worker_phase_to_proto(phase),
                 exit_code=exit_code,
                 restart_count=rec.restart_count,
                 message=message,

@@ -1,8 +1,9 @@
-"""A small in-memory ResourceStore for the resource API tests (integer versions, bounded history).
+"""An in-memory ResourceStore test double (integer versions, bounded history).
 
 It follows the ``ResourceStore`` docstring: generation bumps on spec changes, finalizers delay
 DELETED, stale versions conflict, and a watch from a version older than the kept history raises
-GoneError.
+GoneError. Tests can switch it off (``unavailable``: every call raises StoreUnavailableError)
+and count its open watch streams (``active_watches``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ from sedna_gm.store.errors import (
 )
 from sedna_gm.store.port import ListResult, WatchEvent, WatchEventType
 
+__all__ = ["MemoryStore"]
+
 
 class MemoryStore:
+    """In-memory ResourceStore double (see the module docstring)."""
+
     def __init__(self, history: int = 1000) -> None:
         self._objects: dict[ObjectKey, ResourceObject] = {}
         self._events: list[WatchEvent] = []

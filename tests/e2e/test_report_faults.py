@@ -1,0 +1,150 @@
+"""Fault tests: worker reports survive ``kill -9`` of the LC and a 30 s GM outage, exactly once.
+
+A worker (a thread posting upstream-format reports to its node's LC over HTTP, retrying a report
+until the LC accepts it) numbers its reports 1..K in a Model metric. Every application of a
+report writes the Model's status, so the Model's watch history *is* the list of applied
+reports: it must read 1, 2, ..., K — a gap is a lost report, a step back a report applied
+twice. (Re-applying the report just applied leaves the status unchanged: that is the
+idempotence the at-least-once link relies on, and it writes nothing.)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+
+from sedna.api.gm.v1 import resource_service_pb2 as pb
+from sedna.api.gm.v1 import resource_service_pb2_grpc as pb_grpc
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+NODE = "edge-1"
+MODEL = "reported-model"
+OUTAGE_SECONDS = 30.0
+
+
+class ReportingWorker(threading.Thread):
+    """Posts report i until the LC answers 200, then report i+1; never skips one."""
+
+    def __init__(self, cluster: Any, interval: float = 0.01) -> None:
+        super().__init__(name="reporting-worker", daemon=True)
+        self.cluster = cluster
+        self.interval = interval
+        self.accepted = 0
+        self.refused = 0
+        self.stopping = threading.Event()
+
+    def body(self, index: int) -> dict[str, Any]:
+        return {
+            "name": "trainer-0",
+            "namespace": "default",
+            "ownerName": MODEL,
+            "ownerKind": "model",
+            "kind": "train",
+            "status": "running",
+            "results": [{"metrics": {"reportIndex": index}}],
+        }
+
+    def run(self) -> None:
+        index = 1
+        while not self.stopping.is_set():
+            status = self.cluster.post_report(NODE, "trainer-0", self.body(index))
+            if status == 200:
+                self.accepted = index
+                index += 1
+                self.stopping.wait(self.interval)
+            else:
+                self.refused += 1
+                self.stopping.wait(0.05)
+
+    def wait_for(self, count: int, within: float = 60.0) -> None:
+        self.cluster.eventually(lambda: self.accepted >= count, within, f"{count} accepted reports")
+
+
+def _reported_index(resource: Any) -> int | None:
+    status = json.loads(resource.status_json or b"{}")
+    for metric in status.get("metrics", []):
+        if metric.get("key") == "reportIndex":
+            return int(metric["value"])
+    return None
+
+
+def applied_history(address: str, since: str, last: int, within: float) -> list[int]:
+    """The reportIndex values of the Model's status changes after ``since``, up to ``last``."""
+    history: list[int] = []
+    with grpc.insecure_channel(address) as channel:
+        stream = pb_grpc.ResourceServiceStub(channel).Watch(
+            pb.WatchRequest(kind="Model", namespace="default", resource_version=since),
+            timeout=within,
+        )
+        for event in stream:
+            if event.type != pb.EVENT_TYPE_MODIFIED:
+                continue
+            value = _reported_index(event.resource)
+            if value is None or (history and history[-1] == value):
+                continue  # a controller write (conditions) that kept the same report
+            history.append(value)
+            if value == last:
+                stream.cancel()
+                break
+    return history
+
+
+def test_reports_survive_lc_kill_and_gm_outage_exactly_once(cluster: Any, tmp_path: Any) -> None:
+    lc = cluster.add_lc(NODE)
+    manifest = tmp_path / "model.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "sedna.io/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": MODEL},
+                "spec": {"url": "/models/m.onnx", "format": "onnx"},
+            }
+        )
+    )
+    cluster.sedna("apply", "-f", str(manifest))
+    created = cluster.get_json("model", MODEL)["metadata"]["resourceVersion"]
+
+    worker = ReportingWorker(cluster)
+    began = time.monotonic()
+
+    def phase(what: str) -> None:
+        print(f"{time.monotonic() - began:6.1f}s  {what}: {worker.accepted} accepted")
+
+    worker.start()
+    try:
+        worker.wait_for(100)
+        # 1. kill -9 the LC while the worker reports, then restart it on the same state.
+        lc.kill()
+        phase("LC killed")
+        lc.start()
+        phase("LC restarted")
+        worker.wait_for(worker.accepted + 100)
+        # 2. Stop the GM for 30 s; the worker keeps reporting into the LC's outbox.
+        assert cluster.gm.stop() == 0
+        phase("GM stopped")
+        during_outage = worker.accepted
+        worker.stopping.wait(OUTAGE_SECONDS)
+        assert worker.accepted > during_outage + 100, "the LC stopped accepting reports"
+        cluster.gm.start()
+        phase("GM restarted")
+        worker.wait_for(worker.accepted + 100)
+    finally:
+        worker.stopping.set()
+        worker.join(timeout=30)
+    last = worker.accepted
+    assert worker.refused > 0, "the LC was never down while the worker reported"
+
+    phase("worker stopped")
+    history = applied_history(cluster.gm.address, created, last, within=120)
+    phase("history read")
+    missing = sorted(set(range(1, last + 1)) - set(history))
+    assert not missing, f"{len(missing)} reports never reached the status, e.g. {missing[:10]}"
+    assert history == list(range(1, last + 1)), "a report was applied twice or out of order"
