@@ -26,6 +26,7 @@ googleapis-common-protos, which Sedna does not depend on); the status message li
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -48,7 +49,7 @@ from sedna_gm.store.errors import (
     NotFoundError,
     StoreUnavailableError,
 )
-from sedna_gm.store.port import ResourceStore
+from sedna_gm.store.port import ResourceStore, WatchEvent
 
 __all__ = [
     "FIELD_VIOLATIONS_METADATA_KEY",
@@ -137,6 +138,11 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
 
     def __init__(self, api: ResourceApi) -> None:
         self._api = api
+        self._closing = asyncio.Event()
+
+    def close_watches(self) -> None:
+        """End every open Watch with UNAVAILABLE (the server is draining; clients re-watch)."""
+        self._closing.set()
 
     async def Apply(self, request: pb.ApplyRequest, context: Context) -> pb.ApplyResponse:  # noqa: N802
         """Validate and create or update one object."""
@@ -183,14 +189,33 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
         events = self._api.watch(
             request.kind, request.namespace, request.resource_version, request.allow_bookmarks
         )
+        closing = asyncio.ensure_future(self._closing.wait())
+        following: asyncio.Future[WatchEvent] | None = None
         try:
-            async for event in events:
+            while True:
+                following = asyncio.ensure_future(anext(events))
+                await asyncio.wait({following, closing}, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    break
+                try:
+                    event = following.result()
+                except StopAsyncIteration:
+                    return
                 yield watch_response(event)
         except Exception as exc:
             await _abort(context, "Watch", exc)
         finally:
-            # Also runs when the client cancels (CancelledError): close the store's watch.
+            closing.cancel()
+            # Also runs when the client cancels (CancelledError): stop the pending read, then
+            # close the store's watch.
+            if following is not None and not following.done():
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
             await events.aclose()
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            "GlobalManager is shutting down; watch again from the last resourceVersion",
+        )
 
     async def Delete(self, request: pb.DeleteRequest, context: Context) -> pb.DeleteResponse:  # noqa: N802
         """Request deletion of one object."""
@@ -224,4 +249,6 @@ def add_resource_service(server: ServiceServer, store: ResourceStore) -> Resourc
     """
     servicer = ResourceServicer(ResourceApi(store))
     server.add_servicer(pb_grpc.add_ResourceServiceServicer_to_server, servicer, SERVICE_NAME)
+    # Watches last until the client leaves: end them when the drain begins.
+    server.on_drain(servicer.close_watches)
     return servicer

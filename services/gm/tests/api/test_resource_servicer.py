@@ -315,3 +315,30 @@ async def test_unexpected_error_is_internal_without_traceback(serve: Any) -> Non
     assert err.code() is grpc.StatusCode.INTERNAL
     assert "secret internals" not in (err.details() or "")
     assert "Traceback" not in (err.details() or "")
+
+
+async def test_open_watch_ends_unavailable_when_the_server_drains() -> None:
+    from support.servers import loopback_settings
+
+    from sedna.api.gm.v1 import resource_service_pb2_grpc as pb_grpc
+    from sedna.runtime import ServiceServer
+    from sedna_gm.api.resource_servicer import add_resource_service
+
+    server = ServiceServer(loopback_settings(drain_seconds=30.0))
+    add_resource_service(server, MemoryStore())
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        stub = pb_grpc.ResourceServiceStub(channel)
+        await stub.Apply(apply_req(dataset("ds1")))
+        stream = stub.Watch(pb.WatchRequest(kind="dataset"), timeout=60)
+        assert (await _next(stream)).type == pb.EVENT_TYPE_ADDED
+        began = time.monotonic()
+        await server.stop()
+        # Without ending the watch, the drain would wait its full 30 s for the stream.
+        assert time.monotonic() - began < 10
+        err = await rpc_error(stream.read())
+        assert err.code() is grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in (err.details() or "")
+    finally:
+        await channel.close()
