@@ -14,18 +14,15 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from support import k8s_emulator
+from support.embedded import embedded_stack
 
 from sedna.api.gm.v1 import resource_service_pb2 as pb
 from sedna.api.gm.v1 import resource_service_pb2_grpc as pb_grpc
-from sedna.runtime import ServiceServer
-from sedna_gm.app import GlobalManager
-from sedna_gm.settings import GMSettings
-from sedna_lc.app import LocalController
-from sedna_lc.settings import LCSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -63,87 +60,59 @@ current-context: emu
 async def test_dataset_round_trip_with_resources_in_kubernetes(tmp_path: Path) -> None:
     async with k8s_emulator.emulated_api_server(crds=CRDS, namespaces=("default",)) as cluster:
         config = kubeconfig(tmp_path / "kubeconfig", cluster.host)
-        settings = GMSettings(
-            host="127.0.0.1",
-            port=0,
-            metrics_port=None,
-            drain_seconds=1,
-            log_format="console",
+        stack = embedded_stack(
+            tmp_path,
             store_url=f"kubernetes://{config}",
             runtime="kubernetes",
             kubeconfig=config,
             hub_state_url=f"sqlite:///{tmp_path / 'hub.db'}",
             heartbeat_seconds=0.5,
         )
-        gm_server = ServiceServer(settings)
-        gm = GlobalManager(settings, gm_server.registry)
-        await gm.start()
-        gm.register(gm_server)
-        await gm_server.start()
+        async with stack as running, grpc.aio.insecure_channel(running.gm_address) as channel:
+            await dataset_round_trip(
+                running.gm, running.lc, pb_grpc.ResourceServiceStub(channel), tmp_path
+            )
 
-        lc_settings = LCSettings(
-            host="127.0.0.1",
-            port=0,
-            metrics_port=None,
-            drain_seconds=1,
-            log_format="console",
-            node_name="edge-1",
-            gm_address=f"127.0.0.1:{gm_server.port}",
-            http_port=0,
-            data_dir=tmp_path / "lc",
-            dataset_poll_seconds=0.2,
-        )
-        lc_server = ServiceServer(lc_settings)
-        lc = LocalController(lc_settings, lc_server.registry)
-        await lc.restore()
-        await lc_server.start()
-        await lc.connect(f"127.0.0.1:{lc_server.port}")
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{gm_server.port}")
-        api = pb_grpc.ResourceServiceStub(channel)
+
+async def dataset_round_trip(gm: Any, lc: Any, api: Any, tmp_path: Path) -> None:
+    """Apply a Dataset, grow its file, read the status back, delete it."""
+    samples = tmp_path / "train.csv"
+    samples.write_text("image,label\na.jpg,0\nb.jpg,1\n")
+    manifest = {
+        "apiVersion": "sedna.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "helmet", "namespace": "default"},
+        "spec": {"url": str(samples), "format": "csv", "nodeName": "edge-1"},
+    }
+    await api.Apply(pb.ApplyRequest(manifest_json=json.dumps(manifest).encode()))
+
+    async def counted(expected: int) -> bool:
+        reply = await api.Get(pb.GetRequest(kind="Dataset", name="helmet"))
+        status = json.loads(reply.resource.status_json or b"{}")
+        return bool(status.get("numberOfSamples") == expected)
+
+    await eventually(lambda: counted(2), 30, "2 samples in the CR status")
+    with samples.open("a") as f:
+        f.write("c.jpg,1\n")
+    await eventually(lambda: counted(3), 30, "3 samples in the CR status")
+
+    # The status lives in the API server's object, written through the subresource.
+    stored = await gm.store.get("Dataset", "default", "helmet")
+    assert stored.status["numberOfSamples"] == 3
+    assert "sedna.io/cleanup" in stored.finalizers
+
+    await api.Delete(pb.DeleteRequest(kind="Dataset", name="helmet"))
+
+    async def gone() -> bool:
         try:
-            samples = tmp_path / "train.csv"
-            samples.write_text("image,label\na.jpg,0\nb.jpg,1\n")
-            manifest = {
-                "apiVersion": "sedna.io/v1alpha1",
-                "kind": "Dataset",
-                "metadata": {"name": "helmet", "namespace": "default"},
-                "spec": {"url": str(samples), "format": "csv", "nodeName": "edge-1"},
-            }
-            await api.Apply(pb.ApplyRequest(manifest_json=json.dumps(manifest).encode()))
+            await api.Get(pb.GetRequest(kind="Dataset", name="helmet"))
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() is grpc.StatusCode.NOT_FOUND
+        return False
 
-            async def counted(expected: int) -> bool:
-                reply = await api.Get(pb.GetRequest(kind="Dataset", name="helmet"))
-                status = json.loads(reply.resource.status_json or b"{}")
-                return bool(status.get("numberOfSamples") == expected)
+    await eventually(gone, 30, "the finalizer released and the Dataset gone")
 
-            await eventually(lambda: counted(2), 30, "2 samples in the CR status")
-            with samples.open("a") as f:
-                f.write("c.jpg,1\n")
-            await eventually(lambda: counted(3), 30, "3 samples in the CR status")
+    async def forgotten() -> bool:
+        return not lc.datasets.keys()
 
-            # The status lives in the API server's object, written through the subresource.
-            stored = await gm.store.get("Dataset", "default", "helmet")
-            assert stored.status["numberOfSamples"] == 3
-            assert "sedna.io/cleanup" in stored.finalizers
-
-            await api.Delete(pb.DeleteRequest(kind="Dataset", name="helmet"))
-
-            async def gone() -> bool:
-                try:
-                    await api.Get(pb.GetRequest(kind="Dataset", name="helmet"))
-                except grpc.aio.AioRpcError as exc:
-                    return exc.code() is grpc.StatusCode.NOT_FOUND
-                return False
-
-            await eventually(gone, 30, "the finalizer released and the Dataset gone")
-
-            async def forgotten() -> bool:
-                return not lc.datasets.keys()
-
-            await eventually(forgotten, 30, "the node forgot the Dataset")
-        finally:
-            await channel.close()
-            await lc.stop()
-            await lc_server.stop(0)
-            await gm_server.stop(0)
-            await gm.stop()
+    await eventually(forgotten, 30, "the node forgot the Dataset")

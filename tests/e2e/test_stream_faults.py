@@ -17,15 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.embedded import embedded_stack
 from support.faults import Faulty
 
 from sedna.api.common.v1 import types_pb2
 from sedna.resources.objects import ObjectKey, ResourceObject
-from sedna.runtime import ServiceServer
-from sedna_gm.app import GlobalManager
-from sedna_gm.settings import GMSettings
-from sedna_lc.app import LocalController
-from sedna_lc.settings import LCSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -41,45 +37,14 @@ def reported_index(obj: ResourceObject) -> int | None:
 
 async def test_drop_and_duplicate_both_ways_apply_each_report_once(tmp_path: Path) -> None:
     rng = random.Random(20261130)
-    gm_settings = GMSettings(
-        host="127.0.0.1",
-        port=0,
-        metrics_port=None,
-        drain_seconds=1,
-        log_format="console",
-        store_url=f"sqlite:///{tmp_path / 'gm.db'}",
-        heartbeat_seconds=0.2,
-    )
-    gm_server = ServiceServer(gm_settings)
-    gm = GlobalManager(gm_settings, gm_server.registry)
-    await gm.start()
     streams: list[Faulty] = []
 
     def faulty(stream: Any) -> Any:
         streams.append(Faulty(stream, rng, rate=0.1))
         return streams[-1]
 
-    gm.register(gm_server, wrap_stream=faulty)
-    await gm_server.start()
-
-    lc_settings = LCSettings(
-        host="127.0.0.1",
-        port=0,
-        metrics_port=None,
-        drain_seconds=1,
-        log_format="console",
-        node_name="edge-1",
-        gm_address=f"127.0.0.1:{gm_server.port}",
-        http_port=0,
-        data_dir=tmp_path / "lc",
-        dataset_poll_seconds=0.2,
-    )
-    lc_server = ServiceServer(lc_settings)
-    lc = LocalController(lc_settings, lc_server.registry)
-    await lc.restore()
-    await lc_server.start()
-    await lc.connect(f"127.0.0.1:{lc_server.port}")
-    try:
+    async with embedded_stack(tmp_path, wrap_stream=faulty) as running:
+        gm, lc = running.gm, running.lc
         model = await gm.store.create(
             ResourceObject(
                 api_version="sedna.io/v1alpha1",
@@ -132,8 +97,3 @@ async def test_drop_and_duplicate_both_ways_apply_each_report_once(tmp_path: Pat
         assert ObjectKey("Dataset", "default", "ds") in monitored
         assert sum(s.dropped for s in streams) > 10
         assert sum(s.duplicated for s in streams) > 10
-    finally:
-        await lc.stop()
-        await lc_server.stop(0)
-        await gm.stop()
-        await gm_server.stop(0)
