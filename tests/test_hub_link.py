@@ -348,3 +348,71 @@ async def test_latency_report(stack: Stack) -> None:
     )
     assert pct(down, 0.5) < 1000
     assert pct(up, 0.5) < 1000
+
+
+class Counting:
+    """Counts the messages of each kind that cross a stream, in both directions."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.received: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
+
+    async def send(self, message: Any) -> None:
+        self.sent[message.WhichOneof("message")] += 1
+        await self._inner.send(message)
+
+    async def recv(self) -> Any:
+        message = await self._inner.recv()
+        if message is not None:
+            self.received[message.WhichOneof("message")] += 1
+        return message
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+async def test_no_copies_sent_after_an_idle_period(stack: Stack) -> None:
+    # A report or event sent after the link sat idle longer than the retransmit timeout used
+    # to be sent twice: the timer ran from the last ack, not from the send.
+    streams: list[Counting] = []
+    stack.gm_wrap = lambda inner: streams.append(Counting(inner)) or streams[-1]
+    await stack.start_gm()
+    link = await stack.start_lc()
+    await link.wait_connected(10)
+    await eventually(lambda: stack.handler.resyncs == 1, what="initial resync")
+    retransmit = 2 * HB
+    for round_ in range(3):
+        await asyncio.sleep(retransmit * 1.5)  # idle: nothing outstanding either way
+        await link.outbox.submit(report(round_))
+        await stack.upsert(obj(round_))
+        await eventually(lambda n=round_: len(stack.reports.applied) == n + 1, what="applied")
+        await eventually(lambda n=round_: once_each(stack.handler, n + 1), what="delivered")
+        await eventually(lambda: link.outbox_size == 0, what="report acked")
+    gm_side = streams[-1]
+    assert gm_side.received["report"] == 3
+    assert gm_side.sent["event"] == 3
+
+
+async def test_gap_is_repaired_by_duplicate_acks_before_the_timer(stack: Stack) -> None:
+    # Drop the first report once; the later ones arrive after the gap, the GM re-acks the
+    # last applied one, and the node resends at once instead of after its (long) timer.
+    dropped: list[int] = []
+
+    class DropFirstReport(Counting):
+        async def recv(self) -> Any:
+            message = await super().recv()
+            if message is not None and message.WhichOneof("message") == "report" and not dropped:
+                dropped.append(message.report.seq)
+                return await super().recv()
+            return message
+
+    stack.gm_wrap = DropFirstReport
+    await stack.start_gm()
+    link = await stack.start_lc(retransmit=60.0)
+    await link.wait_connected(10)
+    for i in range(10):
+        await link.outbox.submit(report(i))
+    await eventually(lambda: len(stack.reports.applied) == 10, within=10, what="all applied")
+    assert dropped == [1]
+    assert [seq for _, seq in stack.reports.applied] == list(range(1, 11))

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.objects import ObjectKey, ResourceObject
 from sedna.runtime import register_secret, require_positive, wait_first
+from sedna.runtime.retransmit import RetransmitTimer
 from sedna_gm.core.ports import DesiredStateSource, NodeInfo, ReportHandler
 from sedna_gm.hub.metrics import HubMetrics
 from sedna_gm.hub.node_queue import NodeQueue, PendingEvent
@@ -177,7 +178,8 @@ class _Node:
         self.connect_lock = asyncio.Lock()
         self.wakeup = asyncio.Event()
         self.space = asyncio.Event()
-        self.last_ack_progress = time.monotonic()
+        self.timer = RetransmitTimer(1.0)
+        self.resend_now = False
         self.placed: set[ObjectKey] = set()
         self.active: _Session | None = None
 
@@ -505,20 +507,25 @@ class NodeHub:
             self._on_ack(node, last_applied)
             for sent in list(queue.unacked):
                 await session.send(sent.message)
-        node.last_ack_progress = time.monotonic()
-        retransmit = self.config.retransmit_after
+        node.timer = RetransmitTimer(self.config.retransmit_after)
+        node.timer.restart(time.monotonic())
         while True:
             node.wakeup.clear()
+            outstanding = bool(queue.unacked)
             sent_message = queue.take()
             if sent_message is not None:
+                node.timer.on_send(outstanding, time.monotonic())
                 await session.send(sent_message.message)
                 continue
+            wait = node.timer.remaining(time.monotonic()) if queue.unacked else node.timer.wait
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(node.wakeup.wait(), retransmit)
+                await asyncio.wait_for(node.wakeup.wait(), max(wait, 0.01))
             now = time.monotonic()
-            if queue.unacked and now - node.last_ack_progress >= retransmit:
+            if node.resend_now or node.timer.due(bool(queue.unacked), now):
                 # Go-back-N: the node acks cumulatively and skips what it already applied.
-                node.last_ack_progress = now
+                if not node.resend_now:
+                    node.timer.fired(now)
+                node.resend_now = False
                 for sent in list(queue.unacked):
                     await session.send(sent.message)
 
@@ -544,12 +551,16 @@ class NodeHub:
                 return f"node {node.name!r} sent a second NodeHello on one stream"
 
     def _on_ack(self, node: _Node, seq: int) -> None:
+        now = time.monotonic()
+        acked_before = node.queue.acked_seq
+        if node.timer.on_ack(seq, acked_before, bool(node.queue.unacked), now):
+            # The node keeps acknowledging one event: it received later ones after a gap.
+            node.resend_now = True
+            node.wakeup.set()
         done = node.queue.ack(seq)
         if done:
-            now = time.monotonic()
             for sent in done:
                 self.metrics.delivery_lag.observe(now - sent.queued_at)
-            node.last_ack_progress = now
             node.notify_space()
 
     async def _on_report(self, session: _Session, report: hub_service_pb2.NodeReport) -> None:
@@ -559,8 +570,9 @@ class NodeHub:
             if report.seq <= last:
                 ack = last
             elif report.seq != last + 1:
-                # A gap (a lost message): wait for the node's in-order retransmission.
-                return
+                # A gap (a lost message): acknowledging the last applied report again makes
+                # the node resend from there (fast retransmit) rather than wait for its timer.
+                ack = last
             else:
                 await self._reports.handle_report(node.name, report)
                 node.last_applied_report_seq = report.seq

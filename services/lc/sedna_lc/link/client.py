@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.wire import WireFormatError, key_from_reference, resource_from_proto
 from sedna.runtime import ChannelConfig, open_channel, require_positive, wait_first
+from sedna.runtime.retransmit import RetransmitTimer
 from sedna_lc.link.backoff import Backoff
 from sedna_lc.link.stream import GrpcLinkStream, LinkStream
 from sedna_lc.ports import ObjectHandler
@@ -136,7 +137,8 @@ class GMLink:
         self._last_event = 0
         self._acked_report = 0
         self._sent_report = 0
-        self._last_ack_progress = time.monotonic()
+        self._timer = RetransmitTimer(self._retransmit)
+        self._rewinds = 0
         self.connections = 0
 
     # -- public --------------------------------------------------------------------------
@@ -248,7 +250,8 @@ class GMLink:
         else:
             await self.outbox.ack(gm_applied)
         self._acked_report = self._sent_report = gm_applied
-        self._last_ack_progress = time.monotonic()
+        self._timer = RetransmitTimer(self._retransmit)
+        self._timer.restart(time.monotonic())
         self.connections += 1
         self._backoff.reset()
         self._connected.set()
@@ -275,28 +278,40 @@ class GMLink:
         changed = self.outbox.changed
         while True:
             now = time.monotonic()
-            if (
-                self._sent_report > self._acked_report
-                and now - self._last_ack_progress >= self._retransmit
-            ):
+            if self._timer.due(self._outstanding, now):
+                # Go-back-N from the last acknowledged report; the GM skips what it applied.
                 self._sent_report = self._acked_report
-                self._last_ack_progress = now
+                self._timer.fired(now)
             changed.clear()
+            rewinds = self._rewinds
             batch = await self.outbox.pending(self._sent_report)
             if batch:
                 for report in batch:
+                    self._timer.on_send(self._outstanding, time.monotonic())
                     await self._send(stream, hub_service_pb2.ConnectRequest(report=report))
+                    if self._rewinds != rewinds:
+                        break  # a fast retransmit moved the window back: start from there
                     self._sent_report = report.seq
                 continue
+            wait = self._timer.remaining(time.monotonic()) if self._outstanding else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self._retransmit)
+                await asyncio.wait_for(changed.wait(), max(wait or self._timer.wait, 0.01))
+
+    @property
+    def _outstanding(self) -> bool:
+        return self._sent_report > self._acked_report
 
     async def _on_ack(self, seq: int) -> None:
+        if self._timer.on_ack(seq, self._acked_report, self._outstanding, time.monotonic()):
+            # The GM keeps acknowledging the same report: it got later ones after a gap.
+            self._sent_report = self._acked_report
+            self._rewinds += 1
+            self.outbox.changed.set()
+            return
         if seq <= self._acked_report:
             return
         self._acked_report = seq
         self._sent_report = max(self._sent_report, seq)
-        self._last_ack_progress = time.monotonic()
         await self.outbox.ack(seq)
 
     # -- downstream ----------------------------------------------------------------------
@@ -331,8 +346,8 @@ class GMLink:
 
     async def _on_event(self, stream: LinkStream, event: hub_service_pb2.ResourceEvent) -> None:
         order = self._in_order(event.seq)
-        if order is None:
-            return
+        # After a gap the event is not applied; acknowledging the last applied one again tells
+        # the GM to resend from there (fast retransmit) instead of waiting for its timer.
         if order:
             await self._apply(event)
             self._last_event = event.seq
