@@ -82,6 +82,19 @@ def owner_mapper(owner_kind: str, *, controller_only: bool = False) -> KeyMapper
     return mapper
 
 
+def status_only_change(old: ResourceObject, new: ResourceObject) -> bool:
+    """Whether ``new`` differs from ``old`` in its status (and version) only."""
+    return (
+        old.generation == new.generation
+        and old.spec == new.spec
+        and old.deletion_timestamp == new.deletion_timestamp
+        and old.finalizers == new.finalizers
+        and old.labels == new.labels
+        and old.annotations == new.annotations
+        and old.owner_references == new.owner_references
+    )
+
+
 class Controller:
     """Reconciles the objects of one kind with N workers.
 
@@ -99,6 +112,10 @@ class Controller:
         Shared metric families; None for none.
     rate_limiter
         Backoff of failing keys; default 5 ms..300 s per key, 10 qps / burst 100 overall.
+    ignore_status_updates
+        Do not reconcile when only the primary object's status changed (controller-runtime's
+        GenerationChangedPredicate), for controllers whose reconcile does not read status
+        written by others: every report would otherwise cost a reconcile.
     """
 
     def __init__(
@@ -110,6 +127,7 @@ class Controller:
         workers: int = 1,
         metrics: ControllerMetrics | None = None,
         rate_limiter: RateLimiter | None = None,
+        ignore_status_updates: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError(f"controller {name!r}: workers must be >= 1, got {workers!r}")
@@ -121,7 +139,9 @@ class Controller:
         self._informers: list[Informer] = [primary]
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics = metrics
-        primary.add_handler(self._enqueue_handler(lambda obj: [obj.key]))
+        primary.add_handler(
+            self._enqueue_handler(lambda obj: [obj.key], skip_status_only=ignore_status_updates)
+        )
 
     def watches(self, informer: Informer, mapper: KeyMapper) -> None:
         """Also reconcile when objects of a secondary kind change.
@@ -143,12 +163,16 @@ class Controller:
         """The informers this controller needs synced before it starts."""
         return list(self._informers)
 
-    def _enqueue_handler(self, mapper: KeyMapper) -> EventHandler:
+    def _enqueue_handler(
+        self, mapper: KeyMapper, *, skip_status_only: bool = False
+    ) -> EventHandler:
         def enqueue(obj: ResourceObject) -> None:
             for key in mapper(obj):
                 self.queue.add(key)
 
         def on_update(old: ResourceObject, new: ResourceObject) -> None:
+            if skip_status_only and status_only_change(old, new):
+                return
             # A secondary object moved between owners: both must be reconciled.
             enqueue(old)
             enqueue(new)

@@ -67,6 +67,7 @@ class Manager:
         workers: int = 1,
         secondary: dict[str, KeyMapper] | None = None,
         rate_limiter: RateLimiter | None = None,
+        ignore_status_updates: bool = False,
     ) -> Controller:
         """Create and register a controller of ``kind``.
 
@@ -84,6 +85,8 @@ class Manager:
             Secondary kind -> mapper to primary keys (e.g. ``owner_mapper(kind)``).
         rate_limiter
             Overrides the default backoff.
+        ignore_status_updates
+            Skip reconciles for status-only changes of the primary kind.
 
         Returns
         -------
@@ -99,6 +102,7 @@ class Manager:
             workers=workers,
             metrics=self.metrics,
             rate_limiter=rate_limiter,
+            ignore_status_updates=ignore_status_updates,
         )
         for secondary_kind, mapper in (secondary or {}).items():
             controller.watches(self.informer(secondary_kind), mapper)

@@ -182,6 +182,9 @@ def setup_model_controller(
 ) -> tuple[ModelController, Controller]:
     """Build the Model controller and plug it into the manager and the report router."""
     reconciler = ModelController(manager.store, manager.informer(KIND), recorder)
-    controller = manager.add_controller("model", KIND, reconciler, workers=workers)
+    # Reports write status and set the phase themselves: status-only changes need no reconcile.
+    controller = manager.add_controller(
+        "model", KIND, reconciler, workers=workers, ignore_status_updates=True
+    )
     router.register(KIND, reconciler)
     return reconciler, controller

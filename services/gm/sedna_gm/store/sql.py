@@ -113,7 +113,9 @@ class SqlResourceStore:
         self._closed = False
         # SQLite has one writer at a time anyway; queueing here beats spinning on busy_timeout.
         self._write_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
+        # One wake-up event per watched kind (None: watches of every kind); a write wakes only
+        # the watches that can see it, the others keep sleeping until their poll interval.
+        self._wakes: dict[str | None, asyncio.Event] = {}
 
     def __repr__(self) -> str:
         return f"SqlResourceStore({describe_url(self._url)!r})"
@@ -371,7 +373,7 @@ class SqlResourceStore:
             cursor = await self._read(_head)
         while not self._closed:
             # Taken before the query: a write committed during it still wakes us afterwards.
-            wake = self._wake
+            wake = self._wakes.setdefault(kind, asyncio.Event())
             try:
                 rows, cursor, more = await self._read(
                     functools.partial(
@@ -425,9 +427,13 @@ class SqlResourceStore:
             raise StoreUnavailableError(f"{self!r} is {state}")
         return self._engine
 
-    def _notify(self) -> None:
-        wake, self._wake = self._wake, asyncio.Event()
-        wake.set()
+    def _notify(self, kind: str | None = None) -> None:
+        """Wake the watches of ``kind`` and of every kind (all of them when ``kind`` is None)."""
+        targets = list(self._wakes) if kind is None else [kind, None]
+        for target in targets:
+            wake = self._wakes.pop(target, None)
+            if wake is not None:
+                wake.set()
 
     async def _read(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``fn`` in one read transaction (one snapshot)."""
@@ -471,7 +477,7 @@ class SqlResourceStore:
             if exc.connection_invalidated:
                 raise unavailable_error(self._url, exc) from None
             raise
-        self._notify()
+        self._notify(result.kind)
         return result
 
     async def _current(self, conn: AsyncConnection, obj: ResourceObject) -> ResourceObject:
