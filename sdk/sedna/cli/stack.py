@@ -65,6 +65,10 @@ class StackPlan:
 
     data_dir: Path
     components: list[ComponentPlan] = field(default_factory=list)
+    secrets_dir: Path | None = None
+    """Given to the GlobalManager as ``--secrets-dir`` (Secret manifests for credentialName)."""
+    node_labels: dict[str, str] = field(default_factory=dict)
+    """Node -> ``KEY=VALUE,...``, given to that node's LC as ``--node-labels`` (not stored)."""
 
     @property
     def gm(self) -> ComponentPlan:
@@ -103,7 +107,9 @@ def _check_node_name(name: str) -> None:
         )
 
 
-def plan_stack(data_dir: Path, nodes: Sequence[str], gm_port: int) -> StackPlan:
+def plan_stack(
+    data_dir: Path, nodes: Sequence[str], gm_port: int, *, secrets_dir: Path | None = None
+) -> StackPlan:
     """Plan the stack, reusing the ports of an earlier run in the same data directory.
 
     Parameters
@@ -114,6 +120,9 @@ def plan_stack(data_dir: Path, nodes: Sequence[str], gm_port: int) -> StackPlan:
         Node names, one LocalController each.
     gm_port
         The GlobalManager's gRPC port (0 picks a free one); its metrics use the next free port.
+    secrets_dir
+        Directory of Secret manifests the GlobalManager resolves ``credentialName`` from
+        (not stored in ``stack.json``: give it on every run).
 
     Returns
     -------
@@ -141,7 +150,7 @@ def plan_stack(data_dir: Path, nodes: Sequence[str], gm_port: int) -> StackPlan:
             previous = {c["name"]: ComponentPlan(**c) for c in stored["components"]}
         except (OSError, ValueError, KeyError, TypeError):
             previous = {}  # an unreadable plan only costs new ports
-    plan = StackPlan(data_dir=data_dir)
+    plan = StackPlan(data_dir=data_dir, secrets_dir=secrets_dir)
     gm = previous.get("gm")
     if gm is None or (gm_port and gm.port != gm_port):
         gm = ComponentPlan("gm", "gm", gm_port or _free_port(), _free_port())
@@ -180,6 +189,7 @@ def component_command(plan: StackPlan, component: ComponentPlan) -> list[str]:
     if component.role == "gm":
         db = plan.data_dir / "gm" / "sedna.db"
         db.parent.mkdir(parents=True, exist_ok=True)
+        secrets = ["--secrets-dir", str(plan.secrets_dir)] if plan.secrets_dir else []
         return [
             _script("sedna-gm"),
             *common,
@@ -187,9 +197,12 @@ def component_command(plan: StackPlan, component: ComponentPlan) -> list[str]:
             f"sqlite:///{db}",
             "--runtime",
             "local",
+            *secrets,
         ]
     node_dir = plan.data_dir / "nodes" / component.node
     node_dir.mkdir(parents=True, exist_ok=True)
+    labels = plan.node_labels.get(component.node)
+    node_labels = ["--node-labels", labels] if labels else []
     return [
         _script("sedna-lc"),
         *common,
@@ -201,6 +214,7 @@ def component_command(plan: StackPlan, component: ComponentPlan) -> list[str]:
         str(component.http_port),
         "--data-dir",
         str(node_dir),
+        *node_labels,
     ]
 
 

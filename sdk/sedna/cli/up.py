@@ -37,7 +37,32 @@ def _endpoint_table(stack: Stack) -> Table:
     return table
 
 
-def up_command(
+def node_labels_option(values: list[str], nodes: list[str]) -> dict[str, str]:
+    """Parse ``--node-labels NODE:KEY=VALUE,...`` options into node -> ``KEY=VALUE,...``.
+
+    Raises
+    ------
+    StackError
+        A value without ``NODE:``, an unknown node, or a label without ``=`` (the LC checks
+        the keys and values themselves when it starts).
+    """
+    result: dict[str, list[str]] = {}
+    for value in values:
+        node, sep, labels = value.partition(":")
+        node = node.strip()
+        if not sep or not node:
+            raise StackError(f"--node-labels {value!r}: expected NODE:KEY=VALUE,...")
+        if node not in nodes:
+            raise StackError(f"--node-labels: {node!r} is not one of --nodes ({', '.join(nodes)})")
+        parts = [p.strip() for p in labels.split(",") if p.strip()]
+        bad = [p for p in parts if "=" not in p or not p.partition("=")[0].strip()]
+        if bad or not parts:
+            raise StackError(f"--node-labels {value!r}: expected NODE:KEY=VALUE,...")
+        result.setdefault(node, []).extend(parts)
+    return {node: ",".join(parts) for node, parts in result.items()}
+
+
+def up_command(  # noqa: PLR0917 - typer passes every option by keyword
     nodes: Annotated[
         str,
         typer.Option(
@@ -66,12 +91,40 @@ def up_command(
         float,
         typer.Option("--start-timeout", min=1.0, help="Seconds each component may take to start."),
     ] = 60.0,
+    secrets_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--secrets-dir",
+            exists=True,
+            file_okay=False,
+            dir_okay=True,
+            readable=True,
+            help="Directory of Kubernetes Secret manifests (YAML, as for kubectl apply) that "
+            "a Dataset's credentialName names, e.g. S3 keys; read again on every lookup.",
+        ),
+    ] = None,
+    node_labels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--node-labels",
+            metavar="NODE:KEY=VALUE,...",
+            help="Labels of one node, for workers placed by nodeSelector/affinity "
+            "(e.g. edge-1:gpu=true,zone=a); repeat for more nodes. Every node also has "
+            "kubernetes.io/hostname=<node>.",
+        ),
+    ] = None,
 ) -> None:
     """Start a GlobalManager (SQLite store) and one LocalController per node; Ctrl-C stops all."""
     console = Console()
     node_names = [n.strip() for n in nodes.split(",") if n.strip()]
     try:
-        plan = plan_stack(data_dir.resolve(), node_names, port)
+        plan = plan_stack(
+            data_dir.resolve(),
+            node_names,
+            port,
+            secrets_dir=secrets_dir.resolve() if secrets_dir else None,
+        )
+        plan.node_labels = node_labels_option(node_labels or [], node_names)
     except StackError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from prometheus_client import CollectorRegistry
 
@@ -41,8 +41,10 @@ from sedna_gm.store.factory import open_store
 from sedna_gm.store.port import ResourceStore
 from sedna_gm.workloads.local import LocalWorkloadRuntime
 from sedna_gm.workloads.port import WorkloadRuntime
+from sedna_gm.workloads.secret_files import DirectorySecretSource
+from sedna_gm.workloads.storage import SecretSource
 
-__all__ = ["GlobalManager", "hub_state_url", "setup"]
+__all__ = ["GlobalManager", "hub_state_url", "setup", "store_url"]
 
 _log = logging.getLogger(__name__)
 
@@ -61,6 +63,24 @@ def hub_state_url(settings: GMSettings) -> str:
     if scheme in _SQL_SCHEMES:
         return settings.store_url
     return "sqlite:///sedna-gm-hub.db"
+
+
+def store_url(settings: GMSettings) -> str:
+    """The store URL, with ``--kubeconfig`` and ``--namespace`` applied to a bare kubernetes URL.
+
+    ``--store-url kubernetes --kubeconfig F --namespace N`` means the same as
+    ``--store-url "kubernetes://F?namespace=N"``; a URL that names a kubeconfig or a
+    namespace itself wins.
+    """
+    bare = settings.store_url.strip().lower() in ("kubernetes", "kubernetes:")
+    parts = urlsplit("kubernetes://" if bare else settings.store_url)
+    if parts.scheme.lower() != "kubernetes":
+        return settings.store_url
+    path = parts.path or (str(settings.kubeconfig) if settings.kubeconfig else "")
+    query = dict(parse_qsl(parts.query))
+    if settings.namespace and "namespace" not in query:
+        query["namespace"] = settings.namespace
+    return f"kubernetes://{quote(path)}" + (f"?{urlencode(query)}" if query else "")
 
 
 class _Reports:
@@ -100,7 +120,7 @@ class GlobalManager:
         store: ResourceStore | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store if store is not None else open_store(settings.store_url)
+        self.store = store if store is not None else open_store(store_url(settings))
         namespace = settings.namespace or None
         self.manager = Manager(self.store, registry, namespace=namespace)
         self.router = ReportRouter()
@@ -108,6 +128,8 @@ class GlobalManager:
         self.recorder = MemoryEventRecorder()
         tokens = read_node_tokens(settings.node_token_file) if settings.node_token_file else None
         self.runtime: WorkloadRuntime
+        # credentialName Secrets: the cluster's (kubernetes runtime) or --secrets-dir (local).
+        self.secrets: SecretSource = DirectorySecretSource(settings.secrets_dir)
         self._local: LocalWorkloadRuntime | None = None
         reports = _Reports(self.router)
         self.hub = NodeHub(
@@ -131,17 +153,24 @@ class GlobalManager:
             messenger=self.hub,
             nodes=self.hub,
             recorder=self.recorder,
+            secrets=self.secrets,
+            secret_retry=settings.secret_refresh_seconds,
+            secret_refresh=settings.secret_refresh_seconds,
         )
         setup_model_controller(self.manager, self.router, self.recorder)
 
     def _kubernetes_runtime(self) -> WorkloadRuntime:
         # Imported here: the kubernetes client is only needed (and installed) in cluster mode.
         from sedna_gm.store.kubernetes import kubernetes_client_from_config  # noqa: PLC0415
-        from sedna_gm.workloads.kubernetes import KubernetesWorkloadRuntime  # noqa: PLC0415
+        from sedna_gm.workloads.kubernetes import (  # noqa: PLC0415
+            KubernetesSecretSource,
+            KubernetesWorkloadRuntime,
+        )
 
         s = self.settings
         kubeconfig = str(s.kubeconfig) if s.kubeconfig else None
         client = kubernetes_client_from_config(kubeconfig, None, s.in_cluster)
+        self.secrets = KubernetesSecretSource(client)
         return KubernetesWorkloadRuntime(client)
 
     async def start(self) -> None:

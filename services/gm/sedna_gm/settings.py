@@ -80,3 +80,16 @@ class GMSettings(ServiceSettings):
     kb_server: str = Field(
         default="http://localhost:9020", description="KB_SERVER given to workers."
     )
+    secrets_dir: Path | None = Field(
+        default=None,
+        description="Local runtime: directory of Kubernetes Secret manifests (YAML/JSON, as for "
+        "kubectl apply) that credentialName refers to; read again on every lookup. The "
+        "kubernetes runtime reads Secrets from the cluster instead.",
+    )
+    secret_refresh_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds between reads of a Dataset's credentialName Secret: a changed "
+        "Secret reaches the node, and a missing or invalid one is retried, within this time.",
+    )

@@ -191,7 +191,11 @@ class LocalController:
             self.state,
             self.dispatcher,
             outbox=self.outbox,
-            config=LinkConfig(agent_address=agent_address, agent_version=__version__),
+            config=LinkConfig(
+                agent_address=agent_address,
+                agent_version=__version__,
+                labels=self.settings.hello_labels(),
+            ),
             wrap_stream=self._wrap_stream,
         )
         await self.link.start()

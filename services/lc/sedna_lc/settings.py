@@ -2,18 +2,97 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from sedna.runtime import ServiceSettings
 
-__all__ = ["DEFAULT_HTTP_PORT", "DEFAULT_METRICS_PORT", "DEFAULT_PORT", "LCSettings"]
+__all__ = [
+    "DEFAULT_HTTP_PORT",
+    "DEFAULT_METRICS_PORT",
+    "DEFAULT_PORT",
+    "HOSTNAME_LABEL",
+    "LCSettings",
+    "parse_node_labels",
+]
 
 DEFAULT_HTTP_PORT = 9100
 DEFAULT_PORT = 9101
 DEFAULT_METRICS_PORT = 9102
+
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+"""The well-known node label, always sent and always set to the node name."""
+
+_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _label_text(value: Any, key: str) -> str:
+    # YAML reads `gpu: true` as a boolean: take it as the text the user typed.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValueError(f"label {key!r}: the value must be a string, not {type(value).__name__}")
+
+
+def _check_label(key: str, value: str) -> None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+        raise ValueError(
+            f"label key {key!r}: the prefix before '/' must be a DNS subdomain "
+            "(lowercase, e.g. example.com)"
+        )
+    if not name or len(name) > 63 or not _NAME_RE.match(name):
+        raise ValueError(
+            f"label key {key!r}: the name must be 1-63 characters: letters, digits, '-', '_' "
+            "or '.', starting and ending with a letter or digit"
+        )
+    if value and (len(value) > 63 or not _NAME_RE.match(value)):
+        raise ValueError(
+            f"label {key}={value!r}: a value must be at most 63 characters: letters, digits, "
+            "'-', '_' or '.', starting and ending with a letter or digit"
+        )
+
+
+def parse_node_labels(value: Any) -> dict[str, str]:
+    """Node labels from ``KEY=VALUE,KEY=VALUE``, a JSON object or a mapping (YAML config).
+
+    Raises
+    ------
+    ValueError
+        Not one of those forms, or a key or value Kubernetes would not accept as a label.
+    """
+    if value is None:
+        return {}
+    raw: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a valid JSON object: {exc.msg}") from None
+        else:
+            raw = {}
+            for part in (p.strip() for p in text.split(",")):
+                if not part:
+                    continue
+                key, sep, label_value = part.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"{part!r}: expected KEY=VALUE (e.g. zone=a,gpu=true)")
+                raw[key.strip()] = label_value.strip()
+    if not isinstance(raw, dict):
+        raise ValueError("expected KEY=VALUE,... or a mapping of label keys to values")
+    labels = {str(k): _label_text(v, str(k)) for k, v in raw.items()}
+    for key, label_value in labels.items():
+        _check_label(key, label_value)
+    return labels
 
 
 class LCSettings(ServiceSettings):
@@ -81,3 +160,29 @@ class LCSettings(ServiceSettings):
         default=None,
         description="Prefix for host paths in dataset URLs (upstream mounts / at /rootfs).",
     )
+    node_labels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="This node's labels, for workers placed by nodeSelector/affinity: "
+        "KEY=VALUE,... (e.g. zone=a,gpu=true) or a JSON object; "
+        f"{HOSTNAME_LABEL}=<node name> is always added.",
+    )
+
+    @field_validator("node_labels", mode="before")
+    @classmethod
+    def _parse_labels(cls, value: Any) -> dict[str, str]:
+        return parse_node_labels(value)
+
+    @field_validator("node_labels")
+    @classmethod
+    def _hostname_is_node_name(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        given = value.get(HOSTNAME_LABEL)
+        node = info.data.get("node_name", "")
+        if given is not None and given != node:
+            raise ValueError(
+                f"{HOSTNAME_LABEL} is always the node name ({node!r}), not {given!r}; leave it out"
+            )
+        return value
+
+    def hello_labels(self) -> dict[str, str]:
+        """The labels this node announces to the GM: ``node_labels`` plus the hostname one."""
+        return {**self.node_labels, HOSTNAME_LABEL: self.node_name}

@@ -11,6 +11,11 @@ The environment (reference §2.4) is the common contract (``NAMESPACE``, ``JOB_N
 ``SERVICE_NAME``, ``WORKER_NAME``, ``LC_SERVER``, ``KB_SERVER``), then the feature's own
 variables, then the storage ones (:class:`~sedna_gm.workloads.storage.StoragePlan`), then S3
 credentials; the template container's own ``env`` entries win on conflict, as in Kubernetes.
+
+Placement fields (``nodeName``, ``nodeSelector``, ``affinity``, ``tolerations``) stay in the
+template as the user wrote them; ``nodeSelector`` and node affinity are validated here
+(:class:`~sedna_gm.workloads.placement.NodePlacement`) so a bad value fails with its field
+path before any runtime sees it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from sedna.resources.objects import ResourceObject
 from sedna.resources.worker import EnvVar, RestartPolicy, WorkerOwner, WorkerSpec
+from sedna_gm.workloads.placement import NodePlacement
 from sedna_gm.workloads.port import RuntimeMode, WorkloadError
 from sedna_gm.workloads.storage import (
     ACCESS_KEY_ENV,
@@ -302,8 +308,9 @@ def build_worker(
     Raises
     ------
     WorkloadError
-        The template is malformed (the message names the field), or the local mode gets a
-        template it cannot run (no ``command``, an env ``valueFrom``).
+        The template is malformed (the message names the field; a bad ``nodeSelector`` or
+        node affinity raises :class:`~sedna_gm.workloads.placement.PlacementError`), or the
+        local mode gets a template it cannot run (no ``command``, an env ``valueFrom``).
     """
     if storage is not None and storage.mode is not mode:
         raise WorkloadError(f"storage plan is for {storage.mode} mode, runtime is {mode}")
@@ -352,9 +359,7 @@ def build_worker(
         raise WorkloadError(
             f"{template_path}.spec.restartPolicy: {raw_policy!r} is not one of {allowed}"
         ) from None
-    node_name = pod_spec.get("nodeName") or ""
-    if not isinstance(node_name, str):
-        raise WorkloadError(f"{template_path}.spec.nodeName: must be a string")
+    node_name = NodePlacement.from_pod_spec(pod_spec, f"{template_path}.spec").node_name
     working_dir = first.get("workingDir") or ""
     if not isinstance(working_dir, str):
         raise WorkloadError(f"{first_path}.workingDir: must be a string")

@@ -7,11 +7,17 @@ Deployments; both carry the worker labels, a controller owner reference to the f
 resource and the spec hash annotation. A changed hash replaces the Deployment's template (a
 rolling update) or deletes and recreates the Pod. Failures become :class:`WorkloadError` with
 the object, the operation and the API server's message.
+
+Placement is the scheduler's: the template's ``nodeName``, ``nodeSelector``, ``affinity`` and
+``tolerations`` reach the API server as written. A worker's node is read back from where its
+pods were bound (``spec.nodeName``): a Pod's own, every live replica's for a Deployment
+(:attr:`~sedna_gm.workloads.port.WorkerStatus.replica_nodes`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -24,6 +30,7 @@ from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.worker import WorkerOwner, WorkerPhaseName, WorkerSpec
 from sedna_gm.store.k8s_errors import api_status, describe_connection_error, safe_host
 from sedna_gm.workloads import k8s_objects
+from sedna_gm.workloads.placement import pod_nodes
 from sedna_gm.workloads.port import (
     RuntimeMode,
     ServiceEndpoint,
@@ -204,7 +211,7 @@ class KubernetesWorkloadRuntime:
                     return k8s_objects.deployment_status(created or body)
                 status = k8s_objects.deployment_status(current)
                 if status.spec_hash == hash_:
-                    return status
+                    return await self._with_replica_nodes(status, current)
                 # Replace the template: the Deployment controller rolls the pods.
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                 replaced = await self._api.call(
@@ -214,11 +221,29 @@ class KubernetesWorkloadRuntime:
                     ns,
                     body,
                 )
-                return k8s_objects.deployment_status(replaced or body)
+                return await self._with_replica_nodes(
+                    k8s_objects.deployment_status(replaced or body), replaced or body
+                )
             except _ApiError as exc:
                 if exc.status != 409:
                     raise
         raise WorkloadError(f"deployment {ns}/{name}: kept conflicting with other writers")
+
+    async def _with_replica_nodes(
+        self, status: WorkerStatus, deployment: Mapping[str, Any]
+    ) -> WorkerStatus:
+        """``status`` with the nodes the Deployment's pods are bound to."""
+        selector = _match_labels(deployment)
+        if not selector:
+            return status
+        ns = status.namespace
+        pods = await self._api.call(
+            f"listing pods of deployment {ns}/{status.name}",
+            self._api.core.list_namespaced_pod,
+            ns,
+            label_selector=",".join(f"{k}={v}" for k, v in selector.items()),
+        )
+        return _replica_nodes(status, deployment, (pods or {}).get("items") or [])
 
     async def delete_worker(self, namespace: str, name: str) -> None:
         """Delete the Pod or Deployment called ``name`` (background propagation)."""
@@ -241,7 +266,10 @@ class KubernetesWorkloadRuntime:
         )
 
     async def list_workers(self, owner: WorkerOwner) -> list[WorkerStatus]:
-        """The owner's Pods (not those of its Deployments) and Deployments, sorted by name."""
+        """The owner's Pods (not those of its Deployments) and Deployments, sorted by name.
+
+        A Deployment's nodes are those of its pods (they carry the owner's labels too).
+        """
         selector = k8s_objects.selector_for(owner)
         ns = owner.namespace
         pods = await self._api.call(
@@ -261,8 +289,9 @@ class KubernetesWorkloadRuntime:
             for p in (pods or {}).get("items") or []
             if k8s_objects.owned_by(p, owner)
         ]
+        pod_items = (pods or {}).get("items") or []
         found += [
-            k8s_objects.deployment_status(d)
+            _replica_nodes(k8s_objects.deployment_status(d), d, pod_items)
             for d in (deployments or {}).get("items") or []
             if k8s_objects.owned_by(d, owner)
         ]
@@ -324,6 +353,20 @@ class KubernetesWorkloadRuntime:
         namespace: str | None = None,
     ) -> None:
         """Nothing to do: on Kubernetes the pod status is the source of truth."""
+
+
+def _match_labels(deployment: Mapping[str, Any]) -> dict[str, str]:
+    selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {str(k): str(v) for k, v in selector.items()}
+
+
+def _replica_nodes(
+    status: WorkerStatus, deployment: Mapping[str, Any], pods: list[Any]
+) -> WorkerStatus:
+    nodes = pod_nodes(pods, _match_labels(deployment))
+    if not nodes:
+        return status
+    return dataclasses.replace(status, node_name=nodes[0], replica_nodes=nodes)
 
 
 def _service_differs(current: Mapping[str, Any], body: Mapping[str, Any]) -> bool:

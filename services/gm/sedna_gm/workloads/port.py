@@ -56,7 +56,9 @@ class WorkerStatus:
     name, namespace
         The worker's name (Pod, Deployment or ``Worker`` object name).
     node_name
-        Node that runs it ("" while unscheduled).
+        Node that runs it ("" while unscheduled): a Pod's ``spec.nodeName`` once the
+        scheduler bound it (or as the template set it), the node the local runtime chose;
+        for a Deployment the first of :attr:`replica_nodes` (else its template's nodeName).
     phase
         Pod-style phase. A Deployment is ``Running`` while it has an available replica,
         ``Failed`` when its rollout failed (progress deadline exceeded, replica failure).
@@ -72,6 +74,8 @@ class WorkerStatus:
         The worker type label ("" when unknown).
     deleting
         True while the worker is being deleted (it still counts as present).
+    replica_nodes
+        Deployments: the nodes its live, bound pods run on (sorted, unique); else empty.
     """
 
     name: str
@@ -84,6 +88,17 @@ class WorkerStatus:
     spec_hash: str = ""
     worker_type: str = ""
     deleting: bool = False
+    replica_nodes: tuple[str, ...] = ()
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node running the worker (empty while unscheduled).
+
+        See :func:`sedna_gm.workloads.placement.worker_nodes` for a set of workers.
+        """
+        if self.replica_nodes:
+            return self.replica_nodes
+        return (self.node_name,) if self.node_name else ()
 
     @property
     def finished(self) -> bool:
