@@ -38,6 +38,7 @@ async def embedded_stack(
     *,
     node: str = "edge-1",
     wrap_stream: Callable[[Any], Any] | None = None,
+    lc_values: dict[str, Any] | None = None,
     **gm_values: Any,
 ) -> AsyncIterator[Embedded]:
     """Start a GM (SQLite in ``tmp_path`` unless ``gm_values`` say otherwise) and one LC.
@@ -50,6 +51,8 @@ async def embedded_stack(
         The LC's node name.
     wrap_stream
         Wrapper around every node stream on the GM side (fault injection).
+    lc_values
+        LC settings overriding the test defaults.
     gm_values
         GM settings overriding the test defaults (fast heartbeats, SQLite).
     """
@@ -68,13 +71,16 @@ async def embedded_stack(
     gm.register(gm_server, wrap_stream=wrap_stream)
     await gm_server.start()
     lc_settings = LCSettings(
-        **_SERVER,
-        log_format="console",
-        node_name=node,
-        gm_address=f"127.0.0.1:{gm_server.port}",
-        http_port=0,
-        data_dir=tmp_path / "lc",
-        dataset_poll_seconds=0.2,
+        **{
+            **_SERVER,
+            "log_format": "console",
+            "node_name": node,
+            "gm_address": f"127.0.0.1:{gm_server.port}",
+            "http_port": 0,
+            "data_dir": tmp_path / "lc",
+            "dataset_poll_seconds": 0.2,
+            **(lc_values or {}),
+        }
     )
     lc_server = ServiceServer(lc_settings)
     lc = LocalController(lc_settings, lc_server.registry)
