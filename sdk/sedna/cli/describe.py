@@ -1,16 +1,19 @@
-"""``sedna describe KIND NAME``: metadata, spec as YAML, status and its conditions."""
+"""``sedna describe KIND NAME``: metadata, spec as YAML, status, conditions and events."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import grpc
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from sedna.api.gm.v1 import resource_service_pb2 as pb
+from sedna.api.gm.v1 import resource_service_pb2_grpc as pb_grpc
 from sedna.cli.client import Connection, grpc_errors
 from sedna.cli.get import resolve_kind_or_exit
 from sedna.cli.options import NamespaceOpt, connection_options
@@ -60,8 +63,53 @@ def _conditions_table(conditions: list[Any]) -> Table:
     return table
 
 
-def render_description(obj: ResourceObject, console: Console) -> None:
-    """Print an object the way ``kubectl describe`` does (without events)."""
+def _event_age(event: pb.ObjectEvent, now: datetime) -> str:
+    last = event.last_timestamp.ToDatetime(tzinfo=UTC)
+    age = human_duration((now - last).total_seconds())
+    if event.count > 1:
+        first = event.first_timestamp.ToDatetime(tzinfo=UTC)
+        return f"{age} (x{event.count} over {human_duration((now - first).total_seconds())})"
+    return age
+
+
+def _events_table(events: Sequence[pb.ObjectEvent]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for header in ("TYPE", "REASON", "AGE", "FROM", "MESSAGE"):
+        table.add_column(header)
+    now = datetime.now(UTC)
+    for event in events:
+        table.add_row(
+            *(
+                escape(v)
+                for v in (
+                    event.type,
+                    event.reason,
+                    _event_age(event, now),
+                    event.source,
+                    event.message,
+                )
+            )
+        )
+    return table
+
+
+def render_description(
+    obj: ResourceObject,
+    console: Console,
+    events: Sequence[pb.ObjectEvent] | None = None,
+) -> None:
+    """Print an object the way ``kubectl describe`` does.
+
+    Parameters
+    ----------
+    obj
+        The object.
+    console
+        Where to print.
+    events
+        Its events, oldest first (``<none>`` when empty); None leaves the section out (a
+        GlobalManager without ``ListEvents``).
+    """
     fields = [
         ("Name", obj.name),
         ("Namespace", obj.namespace),
@@ -92,6 +140,9 @@ def render_description(obj: ResourceObject, console: Console) -> None:
     if isinstance(conditions, list) and conditions:
         console.print("[bold]Conditions:[/bold]")
         console.print(_conditions_table(conditions))
+    if events is not None:
+        console.print("[bold]Events:[/bold]")
+        console.print(_events_table(events) if events else "  <none>")
 
 
 @connection_options
@@ -102,10 +153,25 @@ def describe_command(
     namespace: NamespaceOpt = "default",
     conn: Connection,
 ) -> None:
-    """Show one Sedna object in detail: metadata, spec, status and conditions."""
+    """Show one Sedna object in detail: metadata, spec, status, conditions and events."""
     info = resolve_kind_or_exit(kind)
+    stub = conn.resources()
     with grpc_errors(conn.server):
-        reply = conn.resources().Get(pb.GetRequest(kind=info.kind, namespace=namespace, name=name))
+        reply = stub.Get(pb.GetRequest(kind=info.kind, namespace=namespace, name=name))
+        events = _list_events(stub, info.kind, namespace, name)
     render_description(
-        resource_from_proto(reply.resource), Console(highlight=False, soft_wrap=True)
+        resource_from_proto(reply.resource), Console(highlight=False, soft_wrap=True), events
     )
+
+
+def _list_events(
+    stub: pb_grpc.ResourceServiceStub, kind: str, namespace: str, name: str
+) -> Sequence[pb.ObjectEvent] | None:
+    """The object's events; None when the GlobalManager predates ``ListEvents``."""
+    try:
+        reply = stub.ListEvents(pb.ListEventsRequest(kind=kind, namespace=namespace, name=name))
+    except grpc.RpcError as exc:
+        if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+            return None
+        raise
+    return list(reply.events)

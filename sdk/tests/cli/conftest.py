@@ -26,6 +26,7 @@ from sedna.api.lc.v1 import worker_service_pb2_grpc as wpb_grpc
 from sedna.cli.resources import register_resource_commands
 from sedna.runtime import ServiceServer
 from sedna_gm.api import add_resource_service
+from sedna_gm.controllers import MemoryEventRecorder
 
 REPO = Path(__file__).resolve().parents[3]
 UPSTREAM = REPO / "examples" / "upstream"
@@ -93,12 +94,13 @@ class Cluster:
         self.thread.start()
         self.store = _new_store(tmp_path)
         self.nodes = FakeNodes()
+        self.recorder = MemoryEventRecorder()
         self.gm = ServiceServer(loopback_settings())
         self.lc = ServiceServer(loopback_settings())
 
         async def start() -> None:
             await self.store.start()
-            add_resource_service(self.gm, self.store)
+            add_resource_service(self.gm, self.store, self.recorder)
             self.gm.add_servicer(
                 npb_grpc.add_NodeServiceServicer_to_server,
                 self.nodes,

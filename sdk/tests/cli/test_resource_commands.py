@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from sedna.cli.printing import human_duration, json_path_value
-from sedna.resources.objects import ResourceObject
+from sedna.resources.objects import ObjectKey, ResourceObject
 
 REPO = Path(__file__).resolve().parents[3]
 UPSTREAM = REPO / "examples" / "upstream"
@@ -155,6 +155,29 @@ def test_describe(app: Any, cluster: Any) -> None:
         assert text in result.output
     assert "Conditions:" in result.output
     assert "Loaded" in result.output
+    assert "Events:" in result.output
+    assert result.output.rstrip().endswith("<none>")
+
+
+def test_describe_events(app: Any, cluster: Any) -> None:
+    invoke(app, cluster, "apply", "-f", str(UPSTREAM / "crd-samples-dataset-model.yaml"))
+    key = ObjectKey("Dataset", "default", "dataset-examp")
+    for _ in range(3):
+        cluster.recorder.record(
+            key, "Warning", "NodeNotFound", "node edge0 not found", source="dataset"
+        )
+    cluster.recorder.record(key, "Normal", "Sent", "sent to edge0", source="dataset")
+    result = invoke(app, cluster, "describe", "dataset", "dataset-examp")
+    assert result.exit_code == 0, result.output
+    events = result.output.split("Events:", 1)[1].splitlines()
+    header = next(line for line in events if line.strip())
+    assert header.split() == ["TYPE", "REASON", "AGE", "FROM", "MESSAGE"]
+    rows = [line.split() for line in events if "dataset" in line.split()]
+    assert rows[0][:2] == ["Warning", "NodeNotFound"]
+    assert "(x3" in " ".join(rows[0])
+    assert " ".join(rows[0]).endswith("dataset node edge0 not found")
+    assert rows[1][:2] == ["Normal", "Sent"]
+    assert "sent to edge0" in result.output
 
 
 def test_delete_by_name_and_file(app: Any, cluster: Any) -> None:

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import SQLAlchemyError
 
 from sedna.api.gm.v1 import hub_service_pb2, hub_service_pb2_grpc, node_service_pb2_grpc
+from sedna.resources.objects import ObjectKey
 from sedna.runtime import ServiceServer
 from sedna.runtime.server import ServerStartError
 from sedna_gm.api.resource_servicer import add_resource_service
@@ -24,6 +26,7 @@ from sedna_gm.controllers import (
     setup_dataset_controller,
     setup_model_controller,
 )
+from sedna_gm.events import SqlEventRecorder
 from sedna_gm.hub import (
     HUB_SERVICE_NAME,
     NODE_SERVICE_NAME,
@@ -36,7 +39,7 @@ from sedna_gm.hub import (
 from sedna_gm.hub.core import NodeStream
 from sedna_gm.node_tokens import NodeTokenFileError, read_node_tokens
 from sedna_gm.settings import GMSettings, RuntimeKind
-from sedna_gm.store.errors import StoreError
+from sedna_gm.store.errors import NotFoundError, StoreError
 from sedna_gm.store.factory import open_store
 from sedna_gm.store.port import ResourceStore
 from sedna_gm.workloads.local import LocalWorkloadRuntime
@@ -125,7 +128,13 @@ class GlobalManager:
         self.manager = Manager(self.store, registry, namespace=namespace)
         self.router = ReportRouter()
         self.desired = DesiredStateRegistry()
-        self.recorder = MemoryEventRecorder()
+        # Events persist next to SQL-stored objects; on Kubernetes they stay in memory.
+        scheme = urlsplit(settings.store_url).scheme.split("+", 1)[0].lower()
+        self.recorder: MemoryEventRecorder = (
+            SqlEventRecorder(settings.store_url, exists=self._exists)
+            if scheme in _SQL_SCHEMES
+            else MemoryEventRecorder()
+        )
         tokens = read_node_tokens(settings.node_token_file) if settings.node_token_file else None
         self.runtime: WorkloadRuntime
         # credentialName Secrets: the cluster's (kubernetes runtime) or --secrets-dir (local).
@@ -173,8 +182,15 @@ class GlobalManager:
         self.secrets = KubernetesSecretSource(client)
         return KubernetesWorkloadRuntime(client)
 
+    async def _exists(self, key: ObjectKey) -> bool:
+        try:
+            await self.store.get(key.kind, key.namespace, key.name)
+        except NotFoundError:
+            return False
+        return True
+
     async def start(self) -> None:
-        """Open the store, load the hub's node positions and start the controllers.
+        """Open the store, load the hub's node positions and events, start the controllers.
 
         Raises
         ------
@@ -184,14 +200,18 @@ class GlobalManager:
         try:
             await self.store.start()
             await self.hub.load()
+            if isinstance(self.recorder, SqlEventRecorder):
+                await self.recorder.start()
             await self.manager.start()
-        except (StoreError, OSError, TimeoutError) as exc:
+        except (StoreError, OSError, TimeoutError, SQLAlchemyError) as exc:
             raise ServerStartError(f"store {self.store!r}: {exc}") from exc
 
     async def stop(self) -> None:
         """End the node streams, stop the controllers and close the store."""
         await self.hub.close()
         await self.manager.stop()
+        if isinstance(self.recorder, SqlEventRecorder):
+            await self.recorder.close()
         await self.store.close()
 
     def register(
@@ -209,7 +229,7 @@ class GlobalManager:
         wrap_stream
             Optional wrapper around every node stream (fault injection in tests).
         """
-        add_resource_service(server, self.store)
+        add_resource_service(server, self.store, self.recorder)
         server.add_servicer(
             hub_service_pb2_grpc.add_HubServiceServicer_to_server,
             HubServicer(self.hub, wrap_stream=wrap_stream),

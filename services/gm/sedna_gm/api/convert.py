@@ -1,19 +1,27 @@
 """Conversion between the resource API's domain values and its protobuf messages.
 
-Objects themselves convert with :mod:`sedna.resources.wire`; this adds watch events and lists.
+Objects themselves convert with :mod:`sedna.resources.wire`; this adds watch events, lists and
+the controllers' events.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from sedna.api.gm.v1 import resource_service_pb2 as pb
 from sedna.resources.wire import resource_to_proto
 from sedna_gm.api.apply import ApplyResult
 from sedna_gm.api.query import ListPage
+from sedna_gm.controllers.events import Event
 from sedna_gm.store.port import WatchEvent, WatchEventType
 
 __all__ = [
     "EVENT_TYPES",
     "apply_response",
+    "list_events_response",
     "list_response",
     "watch_response",
 ]
@@ -53,3 +61,27 @@ def watch_response(event: WatchEvent) -> pb.WatchResponse:
     if event.object is not None:
         response.resource.CopyFrom(resource_to_proto(event.object))
     return response
+
+
+def _timestamp(when: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def list_events_response(events: Sequence[Event]) -> pb.ListEventsResponse:
+    """Encode an object's events (oldest first)."""
+    return pb.ListEventsResponse(
+        events=[
+            pb.ObjectEvent(
+                type=e.type,
+                reason=e.reason,
+                message=e.message,
+                count=e.count,
+                first_timestamp=_timestamp(e.first_time),
+                last_timestamp=_timestamp(e.last_time),
+                source=e.source,
+            )
+            for e in events
+        ]
+    )

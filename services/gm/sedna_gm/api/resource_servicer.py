@@ -38,9 +38,15 @@ from sedna.api.gm.v1 import resource_service_pb2_grpc as pb_grpc
 from sedna.resources.wire import resource_to_proto
 from sedna.runtime import ServiceServer
 from sedna_gm.api.apply import parse_manifest_json
-from sedna_gm.api.convert import apply_response, list_response, watch_response
+from sedna_gm.api.convert import (
+    apply_response,
+    list_events_response,
+    list_response,
+    watch_response,
+)
 from sedna_gm.api.errors import FieldViolation, RequestError
 from sedna_gm.api.resources import ResourceApi
+from sedna_gm.controllers.events import EventSource
 from sedna_gm.store.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -231,8 +237,21 @@ class ResourceServicer(pb_grpc.ResourceServiceServicer):
             raise
         return pb.DeleteResponse(resource=resource_to_proto(obj))
 
+    async def ListEvents(  # noqa: N802
+        self, request: pb.ListEventsRequest, context: Context
+    ) -> pb.ListEventsResponse:
+        """Return the events recorded about one object (empty when none)."""
+        try:
+            events = await self._api.list_events(request.kind, request.namespace, request.name)
+        except Exception as exc:
+            await _abort(context, "ListEvents", exc)
+            raise
+        return list_events_response(events)
 
-def add_resource_service(server: ServiceServer, store: ResourceStore) -> ResourceServicer:
+
+def add_resource_service(
+    server: ServiceServer, store: ResourceStore, events: EventSource | None = None
+) -> ResourceServicer:
     """Register ``ResourceService`` backed by ``store`` on a (not yet started) server.
 
     Parameters
@@ -241,13 +260,15 @@ def add_resource_service(server: ServiceServer, store: ResourceStore) -> Resourc
         The GlobalManager's gRPC server.
     store
         Where objects live; the caller starts and closes it.
+    events
+        Where ``ListEvents`` reads events (the GM's recorder); none: always empty.
 
     Returns
     -------
     ResourceServicer
         The registered servicer.
     """
-    servicer = ResourceServicer(ResourceApi(store))
+    servicer = ResourceServicer(ResourceApi(store, events=events))
     server.add_servicer(pb_grpc.add_ResourceServiceServicer_to_server, servicer, SERVICE_NAME)
     # Watches last until the client leaves: end them when the drain begins.
     server.on_drain(servicer.close_watches)

@@ -1,4 +1,4 @@
-"""The resource API core: apply, get, list, watch and delete on any ``ResourceStore``.
+"""The resource API core: apply, get, list, watch and delete on any ``ResourceStore``, and events.
 
 Transport-agnostic: requests arrive as plain values, results leave as domain objects, and
 problems are raised as :class:`~sedna_gm.api.errors.RequestError` (the caller's fault) or as
@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from sedna.resources.objects import ResourceObject
+from sedna.resources.objects import ObjectKey, ResourceObject
 from sedna.resources.registry import all_kinds
 from sedna_gm.api.apply import ApplyResult, apply_manifest
 from sedna_gm.api.errors import RequestError
@@ -25,6 +25,7 @@ from sedna_gm.api.query import (
     resolve_kind,
     resolve_namespace,
 )
+from sedna_gm.controllers.events import Event, EventSource
 from sedna_gm.store.port import ResourceStore, WatchEvent, WatchEventType
 
 __all__ = [
@@ -53,6 +54,8 @@ class ResourceApi:
         List paging: the size used for 0, and the largest honoured.
     bookmark_interval
         Seconds without events after which a bookmark-asking watch gets a BOOKMARK.
+    events
+        Where :meth:`list_events` reads the controllers' events; none: every list is empty.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class ResourceApi:
         default_page_size: int = DEFAULT_PAGE_SIZE,
         max_page_size: int = MAX_PAGE_SIZE,
         bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
+        events: EventSource | None = None,
     ) -> None:
         if not 0 < default_page_size <= max_page_size:
             raise ValueError("need 0 < default_page_size <= max_page_size")
@@ -71,6 +75,7 @@ class ResourceApi:
         self._default_page_size = default_page_size
         self._max_page_size = max_page_size
         self._bookmark_interval = bookmark_interval
+        self._events = events
 
     @property
     def store(self) -> ResourceStore:
@@ -182,6 +187,23 @@ class ResourceApi:
             require_name(name),
             expected_resource_version,
         )
+
+    async def list_events(self, kind: str, namespace: str, name: str) -> Sequence[Event]:
+        """The events recorded about one object, oldest first (``namespace`` defaults).
+
+        An object without events, or one that does not exist (any more), has none: events
+        outlive their object for a while, as on Kubernetes.
+
+        Raises
+        ------
+        RequestError
+            Unknown kind or empty name.
+        """
+        info = resolve_kind(kind)
+        key = ObjectKey(info.kind, resolve_namespace(namespace), require_name(name))
+        if self._events is None:
+            return []
+        return await self._events.list_events(key)
 
     async def watch(
         self,

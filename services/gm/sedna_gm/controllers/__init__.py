@@ -24,7 +24,7 @@ from sedna_gm.controllers.controller import (
     owner_mapper,
 )
 from sedna_gm.controllers.dataset import DatasetController, setup_dataset_controller
-from sedna_gm.controllers.events import Event, EventRecorder, MemoryEventRecorder
+from sedna_gm.controllers.events import Event, EventRecorder, EventSource, MemoryEventRecorder
 from sedna_gm.controllers.informer import EventHandler, Informer
 from sedna_gm.controllers.manager import Manager
 from sedna_gm.controllers.metrics import ControllerMetrics
@@ -55,6 +55,7 @@ __all__ = [
     "Event",
     "EventHandler",
     "EventRecorder",
+    "EventSource",
     "ExponentialBackoffRateLimiter",
     "Informer",
     "KeyMapper",

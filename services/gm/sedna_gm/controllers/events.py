@@ -3,7 +3,9 @@
 :class:`EventRecorder` is the port controllers write to; :class:`MemoryEventRecorder` keeps
 the most recent events per object in memory (a ring buffer) and logs each one. Like
 Kubernetes, a repeat of the latest event of an object (same type, reason and message) bumps
-its count instead of adding a line.
+its count instead of adding a line. :class:`EventSource` is what the resource API reads
+(``ListEvents``); :class:`sedna_gm.events.SqlEventRecorder` is the persistent recorder of the
+embedded mode.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Literal, Protocol
 from sedna.resources.objects import ObjectKey, ResourceObject
 from sedna_gm.controllers.conditions import utcnow
 
-__all__ = ["Event", "EventRecorder", "EventType", "MemoryEventRecorder"]
+__all__ = ["Event", "EventRecorder", "EventSource", "EventType", "MemoryEventRecorder"]
 
 _log = logging.getLogger(__name__)
 
@@ -76,6 +78,14 @@ class EventRecorder(Protocol):
         ...
 
 
+class EventSource(Protocol):
+    """Where the resource API reads events from."""
+
+    async def list_events(self, key: ObjectKey) -> list[Event]:
+        """Events about ``key``, oldest first (empty when none)."""
+        ...
+
+
 class MemoryEventRecorder:
     """Keeps the last ``per_object`` events of each of the last ``max_objects`` objects.
 
@@ -123,7 +133,8 @@ class MemoryEventRecorder:
             ring = deque(maxlen=self._per_object)
             self._events[key] = ring
             while len(self._events) > self._max_objects:
-                self._events.popitem(last=False)
+                evicted, _ = self._events.popitem(last=False)
+                self._changed(evicted)
         else:
             self._events.move_to_end(key)
         if ring:
@@ -135,13 +146,35 @@ class MemoryEventRecorder:
                 source,
             ):
                 ring[-1] = replace(last, count=last.count + 1, last_time=now)
+                self._changed(key)
                 return
         ring.append(Event(key, type_, reason, message, 1, now, now, source))
+        self._changed(key)
 
     def events_for(self, key: ObjectKey) -> list[Event]:
         """Events about ``key``, oldest first (empty when none)."""
         return list(self._events.get(key, ()))
 
+    async def list_events(self, key: ObjectKey) -> list[Event]:
+        """Events about ``key``, oldest first (the :class:`EventSource` side)."""
+        return self.events_for(key)
+
     def forget(self, key: ObjectKey) -> None:
         """Drop the events of ``key`` (e.g. once the object is gone for good)."""
-        self._events.pop(key, None)
+        if self._events.pop(key, None) is not None:
+            self._changed(key)
+
+    def _restore(self, events: list[Event]) -> None:
+        """Put back events read from storage (each object's oldest first), without logging."""
+        for event in events:
+            ring = self._events.get(event.key)
+            if ring is None:
+                ring = self._events[event.key] = deque(maxlen=self._per_object)
+            else:
+                self._events.move_to_end(event.key)
+            ring.append(event)
+        while len(self._events) > self._max_objects:
+            self._events.popitem(last=False)
+
+    def _changed(self, key: ObjectKey) -> None:
+        """Hook: the events of ``key`` changed (or were dropped); subclasses persist them."""

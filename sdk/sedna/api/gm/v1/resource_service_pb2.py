@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sedna.api.common.v1 import resource_pb2 as sedna_dot_api_dot_common_dot_v1_dot_resource__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&sedna/api/gm/v1/resource_service.proto\x12\x0fsedna.api.gm.v1\x1a\"sedna/api/common/v1/resource.proto\"Y\n\x0c\x41pplyRequest\x12\x15\n\rmanifest_json\x18\x01 \x01(\x0c\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12!\n\x19\x65xpected_resource_version\x18\x03 \x01(\t\"g\n\rApplyResponse\x12/\n\x08resource\x18\x01 \x01(\x0b\x32\x1d.sedna.api.common.v1.Resource\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x14\n\x0cspec_changed\x18\x03 \x01(\x08\";\n\nGetRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\">\n\x0bGetResponse\x12/\n\x08resource\x18\x01 \x01(\x0b\x32\x1d.sedna.api.common.v1.Resource\"\xd4\x01\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12G\n\x0elabel_selector\x18\x03 \x03(\x0b\x32/.sedna.api.gm.v1.ListRequest.LabelSelectorEntry\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"s\n\x0cListResponse\x12\x30\n\tresources\x18\x01 \x03(\x0b\x32\x1d.sedna.api.common.v1.Resource\x12\x18\n\x10resource_version\x18\x02 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"b\n\x0cWatchRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\t\x12\x17\n\x0f\x61llow_bookmarks\x18\x04 \x01(\x08\"\x84\x01\n\rWatchResponse\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.sedna.api.gm.v1.EventType\x12/\n\x08resource\x18\x02 \x01(\x0b\x32\x1d.sedna.api.common.v1.Resource\x12\x18\n\x10resource_version\x18\x03 \x01(\t\"a\n\rDeleteRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x19\x65xpected_resource_version\x18\x04 \x01(\t\"A\n\x0e\x44\x65leteResponse\x12/\n\x08resource\x18\x01 \x01(\x0b\x32\x1d.sedna.api.common.v1.Resource*\x87\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_ADDED\x10\x01\x12\x17\n\x13\x45VENT_TYPE_MODIFIED\x10\x02\x12\x16\n\x12\x45VENT_TYPE_DELETED\x10\x03\x12\x17\n\x13\x45VENT_TYPE_BOOKMARK\x10\x04\x32\xf5\x02\n\x0fResourceService\x12\x46\n\x05\x41pply\x12\x1d.sedna.api.gm.v1.ApplyRequest\x1a\x1e.sedna.api.gm.v1.ApplyResponse\x12@\n\x03Get\x12\x1b.sedna.api.gm.v1.GetRequest\x1a\x1c.sedna.api.gm.v1.GetResponse\x12\x43\n\x04List\x12\x1c.sedna.api.gm.v1.ListRequest\x1a\x1d.sedna.api.gm.v1.ListResponse\x12H\n\x05Watch\x12\x1d.sedna.api.gm.v1.WatchRequest\x1a\x1e.sedna.api.gm.v1.WatchResponse0\x01\x12I\n\x06\x44\x65lete\x12\x1e.sedna.api.gm.v1.DeleteRequest\x1a\x1f.sedna.api.gm.v1.DeleteResponseBM\n\x12io.sedna.api.gm.v1P\x01Z5github.com/sedna-ai/sedna/gen/go/sedna/api/gm/v1;gmv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&sedna/api/gm/v1/resource_service.proto\x12\x0fsedna.api.gm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"sedna/api/common/v1/resource.proto\"Y\n\x0c\x41pplyRequest\x12\x15\n\rmanifest_json\x18\x01 \x01(\x0c\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12!\n\x19\x65xpected_resource_version\x18\x03 \x01(\t\"g\n\rApplyResponse\x12/\n\x08resource\x18\x01 \x01(\x0b\x32\x1d.sedna.api.common.v1.Resource\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x14\n\x0cspec_changed\x18\x03 \x01(\x08\";\n\nGetRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\">\n\x0bGetResponse\x12/\n\x08resource\x18\x01 \x01(\x0b\x32\x1d.sedna.api.common.v1.Resource\"\xd4\x01\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12G\n\x0elabel_selector\x18\x03 \x03(\x0b\x32/.sedna.api.gm.v1.ListRequest.LabelSelectorEntry\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"s\n\x0cListResponse\x12\x30\n\tresources\x18\x01 \x03(\x0b\x32\x1d.sedna.api.common.v1.Resource\x12\x18\n\x10resource_version\x18\x02 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"b\n\x0cWatchRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\t\x12\x17\n\x0f\x61llow_bookmarks\x18\x04 \x01(\x08\"\x84\x01\n\rWatchResponse\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.sedna.api.gm.v1.EventType\x12/\n\x08resource\x18\x02 \x01(\x0b\x32\x1d.sedna.api.common.v1.Resource\x12\x18\n\x10resource_version\x18\x03 \x01(\t\"a\n\rDeleteRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x19\x65xpected_resource_version\x18\x04 \x01(\t\"A\n\x0e\x44\x65leteResponse\x12/\n\x08resource\x18\x01 \x01(\x0b\x32\x1d.sedna.api.common.v1.Resource\"B\n\x11ListEventsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"B\n\x12ListEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.sedna.api.gm.v1.ObjectEvent\"\xc4\x01\n\x0bObjectEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x12\x33\n\x0f\x66irst_timestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_timestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x07 \x01(\t*\x87\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_ADDED\x10\x01\x12\x17\n\x13\x45VENT_TYPE_MODIFIED\x10\x02\x12\x16\n\x12\x45VENT_TYPE_DELETED\x10\x03\x12\x17\n\x13\x45VENT_TYPE_BOOKMARK\x10\x04\x32\xcc\x03\n\x0fResourceService\x12\x46\n\x05\x41pply\x12\x1d.sedna.api.gm.v1.ApplyRequest\x1a\x1e.sedna.api.gm.v1.ApplyResponse\x12@\n\x03Get\x12\x1b.sedna.api.gm.v1.GetRequest\x1a\x1c.sedna.api.gm.v1.GetResponse\x12\x43\n\x04List\x12\x1c.sedna.api.gm.v1.ListRequest\x1a\x1d.sedna.api.gm.v1.ListResponse\x12H\n\x05Watch\x12\x1d.sedna.api.gm.v1.WatchRequest\x1a\x1e.sedna.api.gm.v1.WatchResponse0\x01\x12I\n\x06\x44\x65lete\x12\x1e.sedna.api.gm.v1.DeleteRequest\x1a\x1f.sedna.api.gm.v1.DeleteResponse\x12U\n\nListEvents\x12\".sedna.api.gm.v1.ListEventsRequest\x1a#.sedna.api.gm.v1.ListEventsResponseBM\n\x12io.sedna.api.gm.v1P\x01Z5github.com/sedna-ai/sedna/gen/go/sedna/api/gm/v1;gmv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,30 +36,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\022io.sedna.api.gm.v1P\001Z5github.com/sedna-ai/sedna/gen/go/sedna/api/gm/v1;gmv1'
   _globals['_LISTREQUEST_LABELSELECTORENTRY']._loaded_options = None
   _globals['_LISTREQUEST_LABELSELECTORENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTTYPE']._serialized_start=1150
-  _globals['_EVENTTYPE']._serialized_end=1285
-  _globals['_APPLYREQUEST']._serialized_start=95
-  _globals['_APPLYREQUEST']._serialized_end=184
-  _globals['_APPLYRESPONSE']._serialized_start=186
-  _globals['_APPLYRESPONSE']._serialized_end=289
-  _globals['_GETREQUEST']._serialized_start=291
-  _globals['_GETREQUEST']._serialized_end=350
-  _globals['_GETRESPONSE']._serialized_start=352
-  _globals['_GETRESPONSE']._serialized_end=414
-  _globals['_LISTREQUEST']._serialized_start=417
-  _globals['_LISTREQUEST']._serialized_end=629
-  _globals['_LISTREQUEST_LABELSELECTORENTRY']._serialized_start=577
-  _globals['_LISTREQUEST_LABELSELECTORENTRY']._serialized_end=629
-  _globals['_LISTRESPONSE']._serialized_start=631
-  _globals['_LISTRESPONSE']._serialized_end=746
-  _globals['_WATCHREQUEST']._serialized_start=748
-  _globals['_WATCHREQUEST']._serialized_end=846
-  _globals['_WATCHRESPONSE']._serialized_start=849
-  _globals['_WATCHRESPONSE']._serialized_end=981
-  _globals['_DELETEREQUEST']._serialized_start=983
-  _globals['_DELETEREQUEST']._serialized_end=1080
-  _globals['_DELETERESPONSE']._serialized_start=1082
-  _globals['_DELETERESPONSE']._serialized_end=1147
-  _globals['_RESOURCESERVICE']._serialized_start=1288
-  _globals['_RESOURCESERVICE']._serialized_end=1661
+  _globals['_EVENTTYPE']._serialized_start=1518
+  _globals['_EVENTTYPE']._serialized_end=1653
+  _globals['_APPLYREQUEST']._serialized_start=128
+  _globals['_APPLYREQUEST']._serialized_end=217
+  _globals['_APPLYRESPONSE']._serialized_start=219
+  _globals['_APPLYRESPONSE']._serialized_end=322
+  _globals['_GETREQUEST']._serialized_start=324
+  _globals['_GETREQUEST']._serialized_end=383
+  _globals['_GETRESPONSE']._serialized_start=385
+  _globals['_GETRESPONSE']._serialized_end=447
+  _globals['_LISTREQUEST']._serialized_start=450
+  _globals['_LISTREQUEST']._serialized_end=662
+  _globals['_LISTREQUEST_LABELSELECTORENTRY']._serialized_start=610
+  _globals['_LISTREQUEST_LABELSELECTORENTRY']._serialized_end=662
+  _globals['_LISTRESPONSE']._serialized_start=664
+  _globals['_LISTRESPONSE']._serialized_end=779
+  _globals['_WATCHREQUEST']._serialized_start=781
+  _globals['_WATCHREQUEST']._serialized_end=879
+  _globals['_WATCHRESPONSE']._serialized_start=882
+  _globals['_WATCHRESPONSE']._serialized_end=1014
+  _globals['_DELETEREQUEST']._serialized_start=1016
+  _globals['_DELETEREQUEST']._serialized_end=1113
+  _globals['_DELETERESPONSE']._serialized_start=1115
+  _globals['_DELETERESPONSE']._serialized_end=1180
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1182
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1248
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1250
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1316
+  _globals['_OBJECTEVENT']._serialized_start=1319
+  _globals['_OBJECTEVENT']._serialized_end=1515
+  _globals['_RESOURCESERVICE']._serialized_start=1656
+  _globals['_RESOURCESERVICE']._serialized_end=2116
 # @@protoc_insertion_point(module_scope)

@@ -61,6 +61,11 @@ class ResourceServiceStub:
                 request_serializer=sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.DeleteResponse.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/sedna.api.gm.v1.ResourceService/ListEvents',
+                request_serializer=sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class ResourceServiceServicer:
@@ -107,6 +112,15 @@ class ResourceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """ListEvents returns the events the controllers recorded about one object, oldest first
+        (what `sedna describe` shows). An object without events, or one that does not exist
+        (any more), has an empty list; an unknown kind returns INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResourceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +148,11 @@ def add_ResourceServiceServicer_to_server(servicer, server):
                     servicer.Delete,
                     request_deserializer=sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.DeleteRequest.FromString,
                     response_serializer=sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.DeleteResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.ListEventsRequest.FromString,
+                    response_serializer=sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +292,33 @@ class ResourceService:
             '/sedna.api.gm.v1.ResourceService/Delete',
             sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.DeleteRequest.SerializeToString,
             sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sedna.api.gm.v1.ResourceService/ListEvents',
+            sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.ListEventsRequest.SerializeToString,
+            sedna_dot_api_dot_gm_dot_v1_dot_resource__service__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,11 @@ class ResourceServiceStub:
     """Delete requests deletion. The object disappears once its finalizers have run, i.e.
     once every worker, service and file it created has been removed.
     """
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_resource_service_pb2.ListEventsRequest, _resource_service_pb2.ListEventsResponse]
+    """ListEvents returns the events the controllers recorded about one object, oldest first
+    (what `sedna describe` shows). An object without events, or one that does not exist
+    (any more), has an empty list; an unknown kind returns INVALID_ARGUMENT.
+    """
 
 @_typing.type_check_only
 class ResourceServiceAsyncStub(ResourceServiceStub):
@@ -76,6 +81,11 @@ class ResourceServiceAsyncStub(ResourceServiceStub):
     Delete: _aio.UnaryUnaryMultiCallable[_resource_service_pb2.DeleteRequest, _resource_service_pb2.DeleteResponse]  # type: ignore[assignment]
     """Delete requests deletion. The object disappears once its finalizers have run, i.e.
     once every worker, service and file it created has been removed.
+    """
+    ListEvents: _aio.UnaryUnaryMultiCallable[_resource_service_pb2.ListEventsRequest, _resource_service_pb2.ListEventsResponse]  # type: ignore[assignment]
+    """ListEvents returns the events the controllers recorded about one object, oldest first
+    (what `sedna describe` shows). An object without events, or one that does not exist
+    (any more), has an empty list; an unknown kind returns INVALID_ARGUMENT.
     """
 
 class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -128,6 +138,17 @@ class ResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resource_service_pb2.DeleteResponse, _abc.Awaitable[_resource_service_pb2.DeleteResponse]]:
         """Delete requests deletion. The object disappears once its finalizers have run, i.e.
         once every worker, service and file it created has been removed.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _resource_service_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_service_pb2.ListEventsResponse, _abc.Awaitable[_resource_service_pb2.ListEventsResponse]]:
+        """ListEvents returns the events the controllers recorded about one object, oldest first
+        (what `sedna describe` shows). An object without events, or one that does not exist
+        (any more), has an empty list; an unknown kind returns INVALID_ARGUMENT.
         """
 
 def add_ResourceServiceServicer_to_server(servicer: ResourceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
