@@ -270,9 +270,15 @@ class Stack:
     def _spawn(self, component: ComponentPlan) -> RunningComponent:
         for port in (component.port, component.metrics_port, component.http_port):
             if port and not _port_is_free(port):
+                hint = (
+                    "choose another --port"
+                    if component.role == "gm" and port == component.port
+                    else f"or delete {self.plan.data_dir / PLAN_FILE} to plan new ports"
+                )
                 raise StackError(
-                    f"{component.name}: port {port} on {LOOPBACK} is in use (another "
-                    f"`sedna up` on {self.plan.data_dir}?); stop it or use another --data-dir"
+                    f"{component.name}: port {port} on {LOOPBACK} is in use, by another "
+                    f"`sedna up` (with this --data-dir or another) or another program; stop "
+                    f"it, {hint}"
                 )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{component.name}.log"

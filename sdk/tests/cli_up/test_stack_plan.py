@@ -57,3 +57,23 @@ def test_commands_point_lcs_at_the_gm(tmp_path: Path) -> None:
     assert gm_cmd[gm_cmd.index("--store-url") + 1].startswith("sqlite:///")
     assert lc_cmd[lc_cmd.index("--gm-address") + 1] == plan.gm.address
     assert lc_cmd[lc_cmd.index("--node-name") + 1] == "edge-1"
+
+
+@pytest.mark.parametrize(("busy", "hint"), [("gm", "choose another --port"), ("lc", "stack.json")])
+def test_busy_port_is_a_clear_error_before_anything_starts(
+    tmp_path: Path, busy: str, hint: str
+) -> None:
+    import socket
+
+    from sedna.cli.stack import Stack
+
+    plan = plan_stack(tmp_path, ["edge-1"], 0)
+    component = plan.components[0 if busy == "gm" else 1]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", component.port))
+        holder.listen()
+        stack = Stack(plan, start_timeout=5)
+        with pytest.raises(StackError, match="is in use") as info:
+            stack.start()
+    assert hint in str(info.value)
+    assert not any(r.process.poll() is None for r in stack.running.values())
