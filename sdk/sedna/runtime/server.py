@@ -390,7 +390,7 @@ class ServiceServer:
                 "metrics_port": self.metrics_port,
                 "tls": s.tls_enabled,
                 "mtls": s.mtls_enabled,
-                "token_auth": bool(tokens),
+                "bearer_auth": bool(tokens),
                 "services": list(self._service_names),
             },
         )

@@ -1,0 +1,93 @@
+"""ONNX Runtime backend (CPU execution provider)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from sedna_inference.backends.base import BackendMetadata
+from sedna_inference.errors import BackendError
+from sedna_inference.tensors import DYNAMIC, TensorSpec
+
+__all__ = ["OnnxBackend", "load_onnx"]
+
+_ORT_TO_DATATYPE: Final[dict[str, str]] = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+def _spec(arg: Any) -> TensorSpec:
+    datatype = _ORT_TO_DATATYPE.get(arg.type)
+    if datatype is None:
+        raise BackendError(f"tensor {arg.name!r} has unsupported ONNX type {arg.type}")
+    shape: Sequence[Any] = arg.shape or ()
+    dims = tuple(d if isinstance(d, int) and d >= 0 else DYNAMIC for d in shape)
+    return TensorSpec(name=arg.name, datatype=datatype, shape=dims)
+
+
+class OnnxBackend:
+    """An ONNX model in an ``onnxruntime.InferenceSession`` on the CPU.
+
+    Parameters
+    ----------
+    path
+        The ``.onnx`` file.
+    intra_op_threads
+        Threads ONNX Runtime uses inside one operator; 0 lets it choose.
+    """
+
+    def __init__(self, path: Path, *, intra_op_threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort  # noqa: PLC0415 - optional dependency, the `onnx` extra
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise BackendError(
+                "ONNX models need onnxruntime: pip install 'sedna[onnx]'"
+            ) from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped exceptions
+            raise BackendError(f"onnxruntime cannot load {path.name!r}: {exc}") from exc
+        self._metadata = BackendMetadata(
+            platform="onnxruntime_onnx",
+            inputs=tuple(_spec(a) for a in self._session.get_inputs()),
+            outputs=tuple(_spec(a) for a in self._session.get_outputs()),
+        )
+        self._output_names = [o.name for o in self._metadata.outputs]
+
+    def metadata(self) -> BackendMetadata:
+        """Return the platform (``onnxruntime_onnx``) and the graph's inputs and outputs."""
+        return self._metadata
+
+    def infer(
+        self, inputs: Mapping[str, npt.NDArray[np.generic]]
+    ) -> dict[str, npt.NDArray[np.generic]]:
+        """Run the session on ``inputs`` and return every graph output by name."""
+        results = self._session.run(self._output_names, dict(inputs))
+        return {
+            name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)
+        }
+
+
+def load_onnx(path: Path) -> OnnxBackend:
+    """:data:`~sedna_inference.backends.base.BackendLoader` for ``.onnx`` files."""
+    return OnnxBackend(path)
