@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from sedna.runtime import ServiceSettings
@@ -28,3 +31,25 @@ class InferenceSettings(ServiceSettings):
         validate_default=True,
         description="/metrics port; 0 picks a free port, none disables the endpoint.",
     )
+
+    model_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Name clients call the model by; needs --model-path. None serves no model.",
+    )
+    model_path: Path | None = Field(
+        default=None, description="Local model file (.onnx) to serve as --model-name."
+    )
+    model_version: str = Field(default="1", min_length=1, description="Version served.")
+    max_batch_size: int = Field(
+        default=8, ge=1, le=4096, description="Most requests per backend call; 1 disables batching."
+    )
+    max_queue_delay_ms: float = Field(
+        default=2.0, ge=0, le=10_000, description="Longest a batch waits for more requests (ms)."
+    )
+
+    @model_validator(mode="after")
+    def _model_name_and_path(self) -> Self:
+        if (self.model_name is None) != (self.model_path is None):
+            raise ValueError("model_name and model_path must be given together")
+        return self

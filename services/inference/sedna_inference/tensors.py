@@ -89,7 +89,7 @@ def datatype_of(dtype: np.dtype[np.generic]) -> str:
 def shape_matches(expected: Sequence[int], actual: Sequence[int]) -> bool:
     """Whether ``actual`` fits ``expected``: same rank, equal dims where not :data:`DYNAMIC`."""
     return len(expected) == len(actual) and all(
-        e == DYNAMIC or e == a for e, a in zip(expected, actual, strict=True)
+        e in (DYNAMIC, a) for e, a in zip(expected, actual, strict=True)
     )
 
 

@@ -35,7 +35,9 @@ class Backend(Protocol):
         """Return the model's platform and tensor metadata."""
         ...
 
-    def infer(self, inputs: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, npt.NDArray[np.generic]]:
+    def infer(
+        self, inputs: Mapping[str, npt.NDArray[np.generic]]
+    ) -> dict[str, npt.NDArray[np.generic]]:
         """Run the model on ``inputs`` (name → array) and return every output by name."""
         ...
 

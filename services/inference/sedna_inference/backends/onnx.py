@@ -54,11 +54,9 @@ class OnnxBackend:
 
     def __init__(self, path: Path, *, intra_op_threads: int = 0) -> None:
         try:
-            import onnxruntime as ort  # noqa: PLC0415 - optional dependency, the `onnx` extra
+            import onnxruntime as ort  # type: ignore[import-untyped]  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise BackendError(
-                "ONNX models need onnxruntime: pip install 'sedna[onnx]'"
-            ) from exc
+            raise BackendError("ONNX models need onnxruntime: pip install 'sedna[onnx]'") from exc
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         try:

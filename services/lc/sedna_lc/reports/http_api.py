@@ -47,8 +47,10 @@ def _str_field(body: Mapping[str, Any], name: str, *, required: bool = False) ->
 
 
 def _choice(body: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> str:
-    value = _str_field(body, name, required=True).strip().lower()
-    if value not in allowed:
+    # Optional as in upstream's LC (Go zero value): its joint-inference reporter sends no
+    # status at all. When given, it must be one of the known values.
+    value = _str_field(body, name).strip().lower()
+    if value and value not in allowed:
         raise ReportError(name, f"{body.get(name)!r} is not one of {', '.join(allowed)}")
     return value
 

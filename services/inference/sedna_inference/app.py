@@ -1,0 +1,77 @@
+"""Wiring of the inference server: repository, servicer, health and model loading."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from sedna.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
+from sedna.runtime import ServiceServer
+from sedna_inference.backends import BackendLoader, load_backend
+from sedna_inference.metrics import InferenceMetrics
+from sedna_inference.repository import ModelConfig, ModelRepository
+from sedna_inference.servicer import SERVICE_NAME, InferenceServicer
+from sedna_inference.settings import InferenceSettings
+
+__all__ = ["setup"]
+
+
+async def setup(
+    server: ServiceServer, settings: InferenceSettings, *, loader: BackendLoader = load_backend
+) -> ModelRepository:
+    """Register the OIP servicer and load the configured model once the server is up.
+
+    Health reports the inference service (and so the server) NOT_SERVING until every
+    configured model is loaded; a model that fails to load keeps it NOT_SERVING.
+
+    Parameters
+    ----------
+    server
+        The service server, not started.
+    settings
+        The inference settings.
+    loader
+        ``load(path) -> Backend``; by default the backend registered for the file suffix.
+
+    Returns
+    -------
+    ModelRepository
+        The repository the servicer serves.
+    """
+    repository = ModelRepository(InferenceMetrics(server.registry), loader=loader)
+    if settings.model_name is not None and settings.model_path is not None:
+        repository.configure(
+            ModelConfig(
+                name=settings.model_name,
+                path=settings.model_path,
+                version=settings.model_version,
+                max_batch_size=settings.max_batch_size,
+                max_queue_delay_ms=settings.max_queue_delay_ms,
+            )
+        )
+    server.add_servicer(
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server,
+        InferenceServicer(repository),
+        SERVICE_NAME,
+    )
+    await server.set_serving(SERVICE_NAME, repository.server_ready())
+    tasks: list[asyncio.Task[None]] = []
+
+    async def load() -> None:
+        if await repository.load_all():
+            await server.set_serving(SERVICE_NAME, True)
+
+    def start_loading() -> None:
+        if repository.names:
+            tasks.append(asyncio.get_running_loop().create_task(load(), name="load-models"))
+
+    async def close() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await repository.close()
+
+    server.on_startup(start_loading)
+    server.on_shutdown(close)
+    return repository

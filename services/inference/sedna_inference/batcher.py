@@ -1,0 +1,242 @@
+"""Dynamic batching: one queue and one worker per model.
+
+Requests wait in the queue; the worker takes the first one and, while it has fewer than
+``max_batch_size`` requests, adds queued requests with the same batch key (same input
+datatypes and the same shapes past the batch dimension), waiting at most
+``max_queue_delay_ms`` for more to arrive. The batch runs as one backend call in a worker
+thread (:func:`asyncio.to_thread`) and the outputs are split back along axis 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from sedna_inference.backends.base import Backend
+from sedna_inference.errors import BackendError, ModelNotReadyError
+from sedna_inference.metrics import InferenceMetrics
+
+__all__ = ["DynamicBatcher", "Tensors", "batch_key"]
+
+_log = logging.getLogger(__name__)
+
+Tensors = dict[str, npt.NDArray[np.generic]]
+"""Tensors by name."""
+
+
+def batch_key(inputs: Mapping[str, npt.NDArray[np.generic]]) -> Hashable | None:
+    """The key requests must share to be batched together, or ``None`` if not batchable.
+
+    A request is batchable when every input has at least one dimension and all inputs have
+    the same size along axis 0. Two requests batch together when each input has the same
+    dtype and the same shape past axis 0.
+    """
+    arrays = list(inputs.values())
+    if not arrays or any(a.ndim == 0 for a in arrays):
+        return None
+    if len({a.shape[0] for a in arrays}) != 1:
+        return None
+    return tuple(sorted((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()))
+
+
+@dataclass(slots=True)
+class _Pending:
+    inputs: Tensors
+    key: Hashable | None
+    future: asyncio.Future[Tensors]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def rows(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+
+class DynamicBatcher:
+    """Queue and worker that batch a model's requests.
+
+    Parameters
+    ----------
+    model
+        Model name, the metrics label.
+    backend
+        The loaded model.
+    metrics
+        Where batch sizes and queue/compute latencies are recorded.
+    max_batch_size
+        Most requests per backend call; 1 turns batching off.
+    max_queue_delay_ms
+        Longest the worker waits for more requests once it holds one.
+    batchable
+        Whether the model accepts a variable first dimension on every input and output.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        backend: Backend,
+        metrics: InferenceMetrics,
+        *,
+        max_batch_size: int = 1,
+        max_queue_delay_ms: float = 0.0,
+        batchable: bool = False,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self._model = model
+        self._backend = backend
+        self._max_batch_size = max_batch_size if batchable else 1
+        self._max_delay = max(0.0, max_queue_delay_ms) / 1000.0
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._batch_size = metrics.batch_size.labels(model=model)
+        self._queue_seconds = metrics.queue_seconds.labels(model=model)
+        self._compute_seconds = metrics.compute_seconds.labels(model=model)
+
+    @property
+    def max_batch_size(self) -> int:
+        """Effective most requests per backend call (1 when the model cannot batch)."""
+        return self._max_batch_size
+
+    def start(self) -> None:
+        """Start the worker task on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"batcher-{self._model}"
+            )
+
+    async def stop(self) -> None:
+        """Stop the worker; queued requests fail with :class:`ModelNotReadyError`."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(
+                    ModelNotReadyError(f"model {self._model!r} is shutting down")
+                )
+
+    async def submit(self, inputs: Tensors) -> Tensors:
+        """Queue one request and wait for its outputs.
+
+        Parameters
+        ----------
+        inputs
+            Validated input arrays by name.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Every model output by name, for this request's rows only.
+
+        Raises
+        ------
+        BackendError
+            The backend call failed.
+        ModelNotReadyError
+            The batcher is not running.
+        """
+        if self._task is None:
+            raise ModelNotReadyError(f"model {self._model!r} is not serving")
+        key = batch_key(inputs) if self._max_batch_size > 1 else None
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(inputs, key, future))
+        self._wakeup.set()
+        return await future
+
+    async def _next_batch(self) -> list[_Pending]:
+        while not self._queue:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        first = self._queue.popleft()
+        batch = [first]
+        if first.key is None:
+            return batch
+        deadline = time.perf_counter() + self._max_delay
+        while len(batch) < self._max_batch_size:
+            if self._queue:
+                if self._queue[0].key != first.key:
+                    break
+                batch.append(self._queue.popleft())
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            live = [p for p in batch if not p.future.done()]  # callers may have gone
+            if live:
+                await self._execute(live)
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        for pending in batch:
+            self._queue_seconds.observe(started - pending.enqueued)
+        self._batch_size.observe(len(batch))
+        if len(batch) == 1:
+            inputs = batch[0].inputs
+        else:
+            inputs = {
+                name: np.concatenate([p.inputs[name] for p in batch], axis=0)
+                for name in batch[0].inputs
+            }
+        try:
+            outputs = await asyncio.to_thread(self._backend.infer, inputs)
+            results = _split(outputs, [p.rows for p in batch]) if len(batch) > 1 else [outputs]
+        except Exception as exc:
+            _log.exception("inference failed", extra={"model": self._model, "batch": len(batch)})
+            error = (
+                exc
+                if isinstance(exc, BackendError)
+                else BackendError(f"model {self._model!r} failed to run: {_summary(exc)}")
+            )
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        finally:
+            self._compute_seconds.observe(time.perf_counter() - started)
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
+
+
+def _split(outputs: Tensors, rows: list[int]) -> list[Tensors]:
+    total = sum(rows)
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise BackendError(
+                f"output {name!r} has shape {list(array.shape)}, cannot split a batch of "
+                f"{total} rows"
+            )
+    bounds = np.cumsum([0, *rows])
+    return [
+        {name: array[int(lo) : int(hi)] for name, array in outputs.items()}
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+
+
+def _summary(exc: BaseException, limit: int = 300) -> str:
+    """First line of an exception's message, bounded: what a client may see."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,117 @@
+"""The OIP v2 ``inference.GRPCInferenceService`` servicer: a thin adapter over the core."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final, NoReturn
+
+import grpc
+
+from sedna import __version__
+from sedna.api.oip.v2 import grpc_service_pb2 as pb
+from sedna.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
+from sedna_inference import convert
+from sedna_inference.errors import (
+    BackendError,
+    InferenceError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+)
+from sedna_inference.repository import ModelRepository
+
+__all__ = ["SERVICE_NAME", "InferenceServicer"]
+
+SERVICE_NAME: Final = "inference.GRPCInferenceService"
+SERVER_NAME: Final = "sedna-inference"
+
+_CODES: Final[dict[type[InferenceError], tuple[grpc.StatusCode, str]]] = {
+    ModelNotFoundError: (grpc.StatusCode.NOT_FOUND, "not_found"),
+    ModelNotReadyError: (grpc.StatusCode.UNAVAILABLE, "unavailable"),
+    InvalidInputError: (grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+    BackendError: (grpc.StatusCode.INTERNAL, "internal"),
+}
+
+_log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[object, object]
+
+
+def _code(exc: InferenceError) -> tuple[grpc.StatusCode, str]:
+    for kind, code in _CODES.items():
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL, "internal"
+
+
+async def _abort(context: Context, exc: InferenceError) -> NoReturn:
+    await context.abort(_code(exc)[0], str(exc))
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Open Inference Protocol v2 over gRPC, backed by a :class:`ModelRepository`."""
+
+    def __init__(self, repository: ModelRepository) -> None:
+        self._repo = repository
+
+    async def ServerLive(  # noqa: N802 - gRPC method name
+        self, request: pb.ServerLiveRequest, context: Context
+    ) -> pb.ServerLiveResponse:
+        """Live as long as the process answers."""
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(  # noqa: N802
+        self, request: pb.ServerReadyRequest, context: Context
+    ) -> pb.ServerReadyResponse:
+        """Ready once every configured model is loaded."""
+        return pb.ServerReadyResponse(ready=self._repo.server_ready())
+
+    async def ModelReady(  # noqa: N802
+        self, request: pb.ModelReadyRequest, context: Context
+    ) -> pb.ModelReadyResponse:
+        """Whether the model is loaded; NOT_FOUND for an unknown model or version."""
+        try:
+            return pb.ModelReadyResponse(
+                ready=self._repo.model_ready(request.name, request.version)
+            )
+        except InferenceError as exc:
+            await _abort(context, exc)
+
+    async def ServerMetadata(  # noqa: N802
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
+        """Server name and version; no OIP extensions yet."""
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=[])
+
+    async def ModelMetadata(  # noqa: N802
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
+        """Platform and input/output tensors of a loaded model."""
+        try:
+            model = self._repo.get(request.name, request.version)
+        except InferenceError as exc:
+            await _abort(context, exc)
+        return convert.metadata_to_proto(model.metadata)
+
+    async def ModelInfer(  # noqa: N802
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
+        """Run one inference (batched with concurrent ones); outputs as raw contents."""
+        status = "ok"
+        try:
+            model = self._repo.get(request.model_name, request.model_version)
+            inputs = convert.decode_inputs(request)
+            outputs = await model.infer(inputs, convert.requested_outputs(request))
+            return convert.encode_response(request, model.config.version, outputs)
+        except InferenceError as exc:
+            status = _code(exc)[1]
+            await _abort(context, exc)
+        except Exception:
+            status = "internal"
+            _log.exception("ModelInfer failed", extra={"model": request.model_name})
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error while running the model")
+            raise  # pragma: no cover - abort raises
+        finally:
+            if request.model_name in self._repo.names:  # bounded label set
+                self._repo.metrics.requests.labels(model=request.model_name, status=status).inc()

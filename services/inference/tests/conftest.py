@@ -1,0 +1,110 @@
+"""Fixtures of the inference server tests: a tiny ONNX model and a started server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from sedna.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
+from sedna.runtime import ServiceServer  # noqa: E402
+from sedna_inference import app  # noqa: E402
+from sedna_inference.repository import ModelRepository  # noqa: E402
+from sedna_inference.settings import InferenceSettings  # noqa: E402
+
+RNG = np.random.default_rng(7)
+WEIGHT: npt.NDArray[np.float32] = RNG.standard_normal((4, 3)).astype(np.float32)
+BIAS: npt.NDArray[np.float32] = RNG.standard_normal(3).astype(np.float32)
+
+
+def expected(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """What the test model computes: ``x @ W + b``."""
+    return x @ WEIGHT + BIAS
+
+
+def write_linear_model(path: Path) -> Path:
+    """Write ``y = x @ W + b`` with x FP32 [N, 4] (N dynamic), y FP32 [N, 3]."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["y"]),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        initializer=[
+            numpy_helper.from_array(WEIGHT, "W"),
+            numpy_helper.from_array(BIAS, "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    return write_linear_model(tmp_path / "linear.onnx")
+
+
+@dataclass
+class Served:
+    server: ServiceServer
+    repository: ModelRepository
+    channel: grpc.aio.Channel
+    stub: pb_grpc.GRPCInferenceServiceStub
+
+
+async def start_served(settings: InferenceSettings) -> Served:
+    server = ServiceServer(settings)
+    repository = await app.setup(server, settings)
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.address)
+    return Served(server, repository, channel, pb_grpc.GRPCInferenceServiceStub(channel))
+
+
+async def wait_ready(repository: ModelRepository) -> None:
+    for _ in range(1000):
+        if repository.server_ready():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the model did not load within 10 s")
+
+
+@pytest.fixture
+async def served(model_path: Path) -> AsyncIterator[Served]:
+    settings = InferenceSettings(
+        host="127.0.0.1",
+        port=0,
+        metrics_port=None,
+        model_name="linear",
+        model_path=model_path,
+        max_batch_size=8,
+        max_queue_delay_ms=5,
+    )
+    running = await start_served(settings)
+    await wait_ready(running.repository)
+    try:
+        yield running
+    finally:
+        await running.channel.close()
+        await running.server.stop(grace=1)
+
+
+@pytest.fixture
+def linear_expected() -> object:
+    """The reference ``x @ W + b`` of the test model, for tests (they cannot import conftest)."""
+    return expected
