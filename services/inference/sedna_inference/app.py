@@ -22,7 +22,9 @@ async def setup(
     """Register the OIP servicer and load the configured model once the server is up.
 
     Health reports the inference service (and so the server) NOT_SERVING until every
-    configured model is loaded; a model that fails to load keeps it NOT_SERVING.
+    configured model is loaded; a model that fails to load keeps it NOT_SERVING (until a
+    hot reload, when enabled, loads a fixed version). Once loaded, each model's source is
+    watched for new versions every ``reload_interval_seconds`` (0: never).
 
     Parameters
     ----------
@@ -38,7 +40,9 @@ async def setup(
     ModelRepository
         The repository the servicer serves.
     """
-    repository = ModelRepository(InferenceMetrics(server.registry), loader=loader)
+    repository = ModelRepository(
+        InferenceMetrics(server.registry), loader=loader, cache_dir=settings.model_cache_dir
+    )
     if settings.model_name is not None and settings.model_path is not None:
         repository.configure(
             ModelConfig(
@@ -47,6 +51,7 @@ async def setup(
                 version=settings.model_version,
                 max_batch_size=settings.max_batch_size,
                 max_queue_delay_ms=settings.max_queue_delay_ms,
+                reload_interval_s=settings.reload_interval_seconds,
             )
         )
     server.add_servicer(
@@ -57,9 +62,13 @@ async def setup(
     await server.set_serving(SERVICE_NAME, repository.server_ready())
     tasks: list[asyncio.Task[None]] = []
 
+    async def update_health() -> None:
+        await server.set_serving(SERVICE_NAME, repository.server_ready())
+
     async def load() -> None:
         if await repository.load_all():
             await server.set_serving(SERVICE_NAME, True)
+        await repository.watch_all(update_health)
 
     def start_loading() -> None:
         if repository.names:

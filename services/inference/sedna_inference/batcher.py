@@ -10,6 +10,7 @@ thread (:func:`asyncio.to_thread`) and the outputs are split back along axis 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -96,6 +97,8 @@ class DynamicBatcher:
         self._max_delay = max(0.0, max_queue_delay_ms) / 1000.0
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._batch_size = metrics.batch_size.labels(model=model)
         self._queue_seconds = metrics.queue_seconds.labels(model=model)
@@ -126,6 +129,22 @@ class DynamicBatcher:
                     ModelNotReadyError(f"model {self._model!r} is shutting down")
                 )
 
+    async def drain(self, grace_s: float = 30.0) -> None:
+        """Let queued and running requests finish, then stop (see :meth:`stop`).
+
+        Used when a reloaded model replaces this one: nothing new is queued here any more.
+
+        Parameters
+        ----------
+        grace_s
+            Longest wait (seconds) before stopping anyway.
+        """
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_s):
+                    await self._idle.wait()
+        await self.stop()
+
     async def submit(self, inputs: Tensors) -> Tensors:
         """Queue one request and wait for its outputs.
 
@@ -151,6 +170,7 @@ class DynamicBatcher:
         key = batch_key(inputs) if self._max_batch_size > 1 else None
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(inputs, key, future))
+        self._idle.clear()
         self._wakeup.set()
         return await future
 
@@ -186,6 +206,8 @@ class DynamicBatcher:
             live = [p for p in batch if not p.future.done()]  # callers may have gone
             if live:
                 await self._execute(live)
+            if not self._queue:
+                self._idle.set()
 
     async def _execute(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()

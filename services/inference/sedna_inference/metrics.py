@@ -29,6 +29,9 @@ class InferenceMetrics:
         ``sedna_inference_queue_seconds{model}``: time a request waited for its batch to start.
     compute_seconds
         ``sedna_inference_compute_seconds{model}``: time of one backend call (a whole batch).
+    reloads
+        ``sedna_inference_model_reloads_total{model,result}``: hot reloads by outcome
+        (``success``: the new version serves; ``error``: the old one keeps serving).
     """
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
@@ -57,5 +60,11 @@ class InferenceMetrics:
             "Seconds of one backend call (one batch).",
             ["model"],
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "sedna_inference_model_reloads",
+            "Hot reloads of a model by result (success, error).",
+            ["model", "result"],
             registry=registry,
         )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from sedna_inference.errors import (
     ModelNotReadyError,
 )
 from sedna_inference.metrics import InferenceMetrics
+from sedna_inference.sources import FetchedModel, ModelSource, ModelSourceError, open_source
 from sedna_inference.tensors import DYNAMIC, TensorSpec, shape_matches
 
 __all__ = [
@@ -59,20 +61,25 @@ class ModelConfig:
     name
         Name clients use (``model_name``).
     path
-        Local model file; its suffix picks the backend.
+        Local model file (a :class:`~pathlib.Path` or a string), or an ``s3://bucket/key`` or
+        ``http(s)://`` URL downloaded to the repository's cache directory; the file suffix
+        picks the backend.
     version
         The one version served.
     max_batch_size
         Most requests per backend call; 1 turns dynamic batching off.
     max_queue_delay_ms
         Longest a batch waits for more requests.
+    reload_interval_s
+        How often :meth:`ModelRepository.watch` polls the source for a new version; 0 never.
     """
 
     name: str
-    path: Path
+    path: Path | str
     version: str = "1"
     max_batch_size: int = 1
     max_queue_delay_ms: float = 0.0
+    reload_interval_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +234,12 @@ class ServedModel:
         return outputs
 
 
+DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "sedna-inference-models"
+"""Where remote models are downloaded unless the repository is given another directory."""
+
+
 class ModelRepository:
-    """Configured models by name, loaded through a backend loader.
+    """Configured models by name, loaded through a backend loader and hot-reloaded.
 
     Parameters
     ----------
@@ -236,15 +247,34 @@ class ModelRepository:
         The server's inference metrics.
     loader
         ``load(path) -> Backend``; by default chosen by file suffix.
+    cache_dir
+        Where ``s3://`` and ``http(s)://`` models are downloaded.
+    environ
+        Where S3 credentials are read (``os.environ`` by default; see
+        :class:`~sedna_inference.sources.S3Source`).
     """
 
-    def __init__(self, metrics: InferenceMetrics, loader: BackendLoader = load_backend) -> None:
+    def __init__(
+        self,
+        metrics: InferenceMetrics,
+        loader: BackendLoader = load_backend,
+        *,
+        cache_dir: Path = DEFAULT_CACHE_DIR,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.metrics = metrics
         self._loader = loader
+        self._cache_dir = cache_dir
+        self._environ = environ
         self._configs: dict[str, ModelConfig] = {}
         self._states: dict[str, ModelState] = {}
         self._models: dict[str, ServedModel] = {}
         self._errors: dict[str, str] = {}
+        self._sources: dict[str, ModelSource] = {}
+        self._fetched: dict[str, FetchedModel] = {}
+        self._seen: dict[str, str | None] = {}
+        self._generations: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def configure(self, config: ModelConfig) -> None:
         """Add a model to serve (not loaded yet: the server is not ready until it is)."""
@@ -252,6 +282,8 @@ class ModelRepository:
             raise ValueError(f"model {config.name!r} is already configured")
         self._configs[config.name] = config
         self._states[config.name] = ModelState.LOADING
+        self._generations[config.name] = 0
+        self._locks[config.name] = asyncio.Lock()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -264,41 +296,187 @@ class ModelRepository:
             raise ModelNotFoundError(f"unknown model {name!r}")
         return self._states[name]
 
+    def generation(self, name: str) -> int:
+        """How many times the model was loaded successfully (1 after the first load).
+
+        Raises
+        ------
+        ModelNotFoundError
+            ``name`` is not configured.
+        """
+        if name not in self._generations:
+            raise ModelNotFoundError(f"unknown model {name!r}")
+        return self._generations[name]
+
+    def _source(self, config: ModelConfig) -> ModelSource:
+        source = self._sources.get(config.name)
+        if source is None:
+            source = open_source(config.path, self._cache_dir, self._environ)
+            self._sources[config.name] = source
+        return source
+
+    async def _build(self, config: ModelConfig) -> tuple[ServedModel, FetchedModel]:
+        """Fetch and load a new instance of the model (not started, not served yet)."""
+        source = self._source(config)
+        fetched = await asyncio.to_thread(source.fetch)
+        self._seen[config.name] = fetched.fingerprint
+        try:
+            backend = await asyncio.to_thread(self._loader, fetched.path)
+            model = ServedModel(config, backend, self.metrics)
+        except Exception as exc:
+            if self._fetched.get(config.name) != fetched:
+                source.discard(fetched)
+            raise BackendError(
+                f"cannot load model {config.name!r} from {source.url}: {exc}"
+            ) from exc
+        return model, fetched
+
+    async def _swap(self, name: str, model: ServedModel, fetched: FetchedModel) -> None:
+        """Serve ``model`` from now on; the old instance finishes its queue, then stops."""
+        model.batcher.start()
+        old = self._models.get(name)
+        old_fetched = self._fetched.get(name)
+        self._models[name] = model
+        self._fetched[name] = fetched
+        self._states[name] = ModelState.READY
+        self._errors.pop(name, None)
+        self._generations[name] += 1
+        if old is not None:
+            await old.batcher.drain()
+        if old_fetched is not None and old_fetched.path != fetched.path:
+            self._sources[name].discard(old_fetched)
+
     async def load(self, name: str) -> ServedModel:
-        """Load a configured model in a worker thread and start its batcher.
+        """Fetch the model, load it in a worker thread and start its batcher.
 
         Raises
         ------
         ModelNotFoundError
             ``name`` is not configured.
         BackendError
-            Loading failed; the model stays FAILED.
+            Fetching or loading failed (the message names the location, never
+            credentials); the model stays FAILED.
         """
         config = self._configs.get(name)
         if config is None:
             raise ModelNotFoundError(f"unknown model {name!r}")
-        try:
-            backend = await asyncio.to_thread(self._loader, config.path)
-            model = ServedModel(config, backend, self.metrics)
-        except Exception as exc:
-            self._states[name] = ModelState.FAILED
-            self._errors[name] = str(exc)
-            if isinstance(exc, BackendError):
+        async with self._locks[name]:
+            try:
+                model, fetched = await self._build(config)
+            except BackendError as exc:
+                self._states[name] = ModelState.FAILED
+                self._errors[name] = str(exc)
                 raise
-            raise BackendError(f"cannot load model {name!r}: {exc}") from exc
-        model.batcher.start()
-        self._models[name] = model
-        self._states[name] = ModelState.READY
+            except Exception as exc:  # pragma: no cover - sources raise ModelSourceError
+                self._states[name] = ModelState.FAILED
+                self._errors[name] = str(exc)
+                raise BackendError(f"cannot load model {name!r}: {exc}") from exc
+            await self._swap(name, model, fetched)
         _log.info(
             "model loaded",
             extra={
                 "model": name,
                 "version": config.version,
+                "source": self._sources[name].url,
                 "platform": model.metadata.platform,
                 "max_batch_size": model.batcher.max_batch_size,
             },
         )
         return model
+
+    async def reload(self, name: str) -> bool:
+        """Load the model's current version in the background and swap it in atomically.
+
+        Requests already queued on the old instance finish on it. On failure the old
+        instance (if any) keeps serving and the error is logged. Either way
+        ``sedna_inference_model_reloads_total{model,result}`` counts it.
+
+        Returns
+        -------
+        bool
+            Whether the new version now serves.
+
+        Raises
+        ------
+        ModelNotFoundError
+            ``name`` is not configured.
+        """
+        config = self._configs.get(name)
+        if config is None:
+            raise ModelNotFoundError(f"unknown model {name!r}")
+        async with self._locks[name]:
+            try:
+                model, fetched = await self._build(config)
+            except BackendError as exc:
+                self.metrics.reloads.labels(model=name, result="error").inc()
+                serving = (
+                    "the previous version keeps serving"
+                    if name in self._models
+                    else ("the model stays not ready")
+                )
+                _log.error("model reload failed (%s): %s", serving, exc, extra={"model": name})
+                if name not in self._models:
+                    self._errors[name] = str(exc)
+                return False
+            await self._swap(name, model, fetched)
+        self.metrics.reloads.labels(model=name, result="success").inc()
+        _log.info(
+            "model reloaded",
+            extra={
+                "model": name,
+                "source": self._sources[name].url,
+                "generation": self._generations[name],
+            },
+        )
+        return True
+
+    async def watch(
+        self, name: str, on_change: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Poll the model's source every ``reload_interval_s`` and reload it when it changes.
+
+        A change is a new fingerprint (local mtime/size, S3 ETag, HTTP ETag or
+        Last-Modified); a version that failed to load is retried only once it changes again.
+        Runs until cancelled; returns at once when the interval is 0.
+
+        Parameters
+        ----------
+        name
+            A configured model.
+        on_change
+            Awaited after every reload attempt (e.g. to update health).
+        """
+        config = self._configs.get(name)
+        if config is None:
+            raise ModelNotFoundError(f"unknown model {name!r}")
+        interval = config.reload_interval_s
+        if interval <= 0:
+            return
+        last_error = ""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                source = self._source(config)
+                fingerprint = await asyncio.to_thread(source.fingerprint)
+            except ModelSourceError as exc:
+                if str(exc) != last_error:
+                    _log.warning("cannot check model for changes: %s", exc, extra={"model": name})
+                last_error = str(exc)
+                continue
+            last_error = ""
+            if fingerprint is None or fingerprint == self._seen.get(name):
+                continue
+            _log.info("model changed, reloading", extra={"model": name, "source": source.url})
+            await self.reload(name)
+            self._seen[name] = self._seen.get(name) or fingerprint
+            if on_change is not None:
+                await on_change()
+
+    async def watch_all(self, on_change: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run :meth:`watch` for every configured model until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for name in self._configs:
+                group.create_task(self.watch(name, on_change), name=f"watch-{name}")
 
     async def load_all(self) -> bool:
         """Load every configured model; failures are logged. True when all loaded."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from sedna.runtime import ServiceSettings
+from sedna_inference.repository import DEFAULT_CACHE_DIR
 
 __all__ = ["DEFAULT_METRICS_PORT", "DEFAULT_PORT", "InferenceSettings"]
 
@@ -37,8 +39,22 @@ class InferenceSettings(ServiceSettings):
         min_length=1,
         description="Name clients call the model by; needs --model-path. None serves no model.",
     )
-    model_path: Path | None = Field(
-        default=None, description="Local model file (.onnx) to serve as --model-name."
+    model_path: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Model to serve as --model-name: a local file (.onnx), s3://bucket/key (credentials"
+            " from S3_ENDPOINT_URL, ACCESS_KEY_ID, SECRET_ACCESS_KEY) or an http(s):// URL."
+        ),
+    )
+    model_cache_dir: Path = Field(
+        default=DEFAULT_CACHE_DIR, description="Where s3:// and http(s):// models are downloaded."
+    )
+    reload_interval_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=86_400,
+        description="How often to check the model for a new version and hot-reload it; 0 never.",
     )
     model_version: str = Field(default="1", min_length=1, description="Version served.")
     max_batch_size: int = Field(
@@ -47,6 +63,11 @@ class InferenceSettings(ServiceSettings):
     max_queue_delay_ms: float = Field(
         default=2.0, ge=0, le=10_000, description="Longest a batch waits for more requests (ms)."
     )
+
+    @field_validator("model_path", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @model_validator(mode="after")
     def _model_name_and_path(self) -> Self:
