@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -54,6 +55,11 @@ _log = logging.getLogger(__name__)
 _SQL_SCHEMES = ("sqlite", "postgres", "postgresql")
 
 
+def _is_sql(url: str) -> bool:
+    """Whether ``url`` names a SQLite or PostgreSQL database (any driver suffix)."""
+    return urlsplit(url).scheme.split("+", 1)[0].lower() in _SQL_SCHEMES
+
+
 def hub_state_url(settings: GMSettings) -> str:
     """Where the hub keeps each node's report position.
 
@@ -62,8 +68,7 @@ def hub_state_url(settings: GMSettings) -> str:
     """
     if settings.hub_state_url:
         return settings.hub_state_url
-    scheme = urlsplit(settings.store_url).scheme.split("+", 1)[0].lower()
-    if scheme in _SQL_SCHEMES:
+    if _is_sql(settings.store_url):
         return settings.store_url
     return "sqlite:///sedna-gm-hub.db"
 
@@ -129,10 +134,9 @@ class GlobalManager:
         self.router = ReportRouter()
         self.desired = DesiredStateRegistry()
         # Events persist next to SQL-stored objects; on Kubernetes they stay in memory.
-        scheme = urlsplit(settings.store_url).scheme.split("+", 1)[0].lower()
         self.recorder: MemoryEventRecorder = (
             SqlEventRecorder(settings.store_url, exists=self._exists)
-            if scheme in _SQL_SCHEMES
+            if _is_sql(settings.store_url)
             else MemoryEventRecorder()
         )
         tokens = read_node_tokens(settings.node_token_file) if settings.node_token_file else None
@@ -140,6 +144,7 @@ class GlobalManager:
         # credentialName Secrets: the cluster's (kubernetes runtime) or --secrets-dir (local).
         self.secrets: SecretSource = DirectorySecretSource(settings.secrets_dir)
         self._local: LocalWorkloadRuntime | None = None
+        self._kube_client: Any = None
         reports = _Reports(self.router)
         self.hub = NodeHub(
             reports,
@@ -179,6 +184,7 @@ class GlobalManager:
         s = self.settings
         kubeconfig = str(s.kubeconfig) if s.kubeconfig else None
         client = kubernetes_client_from_config(kubeconfig, None, s.in_cluster)
+        self._kube_client = client
         self.secrets = KubernetesSecretSource(client)
         return KubernetesWorkloadRuntime(client)
 
@@ -213,6 +219,8 @@ class GlobalManager:
         if isinstance(self.recorder, SqlEventRecorder):
             await self.recorder.close()
         await self.store.close()
+        if self._kube_client is not None:
+            self._kube_client.close()
 
     def register(
         self,
