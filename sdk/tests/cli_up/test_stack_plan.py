@@ -77,3 +77,27 @@ def test_busy_port_is_a_clear_error_before_anything_starts(
             stack.start()
     assert hint in str(info.value)
     assert not any(r.process.poll() is None for r in stack.running.values())
+
+
+def test_a_killed_component_is_restarted_on_its_ports(tmp_path: Path) -> None:
+    import time
+
+    from sedna.cli.stack import Stack, wait_healthy
+
+    plan = plan_stack(tmp_path, ["edge-1"], 0)
+    stack = Stack(plan, start_timeout=60)
+    restarted: list[tuple[str, int]] = []
+    try:
+        stack.start()
+        lc = stack.running["lc-edge-1"]
+        lc.process.kill()
+        lc.process.wait(timeout=30)
+        stack.check_and_restart(lambda child, code: restarted.append((child.plan.name, code)))
+        assert restarted == [("lc-edge-1", -9)]
+        replacement = stack.running["lc-edge-1"]
+        assert replacement.restarts == 1
+        assert replacement.process.pid != lc.process.pid
+        wait_healthy(replacement.plan.address, time.monotonic() + 60)
+    finally:
+        stack.stop(grace=30)
+    assert all(r.process.poll() is not None for r in stack.running.values())
