@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sedna.api.gm.v1 import hub_service_pb2
+from sedna.resources.objects import ObjectKey
 from sedna.resources.wire import WireFormatError, key_from_reference, resource_from_proto
 from sedna.runtime import ChannelConfig, open_channel, require_positive, wait_first
 from sedna.runtime.retransmit import RetransmitTimer
@@ -132,6 +133,8 @@ class GMLink:
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
         self._send_lock = asyncio.Lock()
+        # Held while an event is applied and recorded; stop() waits for it.
+        self._applying = asyncio.Lock()
         self._heartbeat = self.config.heartbeat_seconds
         self._session_id = ""
         self._last_event = 0
@@ -170,11 +173,14 @@ class GMLink:
         await asyncio.wait_for(self._connected.wait(), within)
 
     async def stop(self) -> None:
-        """Close the stream and stop reconnecting."""
+        """Close the stream and stop reconnecting (after the event being applied, if any)."""
         self._stopping.set()
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
+            # Never cancel between applying an event and recording it: the restarted node
+            # would apply it again.
+            async with self._applying:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._connected.clear()
@@ -203,6 +209,9 @@ class GMLink:
                 if stream is not None:
                     stream.close()
                 await channel.close()
+                # A shielded apply may still be running: the next session must see its record.
+                async with self._applying:
+                    pass
             delay = self._backoff.next_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -349,9 +358,18 @@ class GMLink:
         # After a gap the event is not applied; acknowledging the last applied one again tells
         # the GM to resend from there (fast retransmit) instead of waiting for its timer.
         if order:
-            await self._apply(event)
-            self._last_event = event.seq
+            # Shielded: a broken stream cancels this loop, but an event the handler applied is
+            # always recorded too (else the node would apply it again after resuming).
+            await asyncio.shield(self._apply_and_record(event.seq, lambda: self._apply(event)))
         await self._ack(stream, self._last_event)
+
+    async def _apply_and_record(self, seq: int, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` (apply and record one event) unless the link is stopping."""
+        async with self._applying:
+            if self._stopping.is_set():
+                return
+            await work()
+            self._last_event = seq
 
     async def _apply(self, event: hub_service_pb2.ResourceEvent) -> None:
         try:
@@ -385,10 +403,14 @@ class GMLink:
             return
         if order:
             keys = [key_from_reference(ref) for ref in message.resources]
-            await self._handler.resync(keys)
-            await self._state.record_resync(message.seq, keys)
-            self._last_event = message.seq
+            await asyncio.shield(
+                self._apply_and_record(message.seq, lambda: self._resync(message.seq, keys))
+            )
         await self._ack(stream, self._last_event)
+
+    async def _resync(self, seq: int, keys: list[ObjectKey]) -> None:
+        await self._handler.resync(keys)
+        await self._state.record_resync(seq, keys)
 
     async def _heartbeat_loop(self, stream: LinkStream) -> None:
         while True:
