@@ -11,6 +11,7 @@ import yaml
 from support import k8s_emulator
 
 from sedna.resources.objects import ResourceObject
+from sedna_gm.store.sql import SqlResourceStore
 
 REPO = Path(__file__).resolve().parents[4]
 EXAMPLES = REPO / "tests" / "fixtures" / "upstream_examples"
@@ -31,3 +32,17 @@ async def cluster() -> AsyncIterator[Any]:
     """An emulated API server serving the built-in resources (pods, deployments...)."""
     async with k8s_emulator.emulated_api_server(builtin_resources=True) as running:
         yield running
+
+
+@pytest.fixture(params=["memory", "sql"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SqlResourceStore | None]:
+    """The local runtime's record store: none (in memory) or SQLite."""
+    if request.param == "memory":
+        yield None
+        return
+    s = SqlResourceStore(f"sqlite+aiosqlite:///{tmp_path / 'gm.db'}")
+    await s.start()
+    yield s
+    await s.close()

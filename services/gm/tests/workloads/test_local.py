@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import pytest
 
@@ -69,19 +68,6 @@ def _spec(node: str = "cloud-node", args: list[str] | None = None) -> WorkerSpec
 
 def _state(name: str, phase: int, **kw: object) -> hub_service_pb2.WorkerState:
     return hub_service_pb2.WorkerState(worker_name=name, phase=phase, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=["memory", "sql"])
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[SqlResourceStore | None]:
-    if request.param == "memory":
-        yield None
-        return
-    s = SqlResourceStore(f"sqlite+aiosqlite:///{tmp_path / 'gm.db'}")
-    await s.start()
-    yield s
-    await s.close()
 
 
 async def test_ensure_sends_worker_object_once(store: SqlResourceStore | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,19 +72,6 @@ class Directory:
 
     def list_nodes(self) -> Sequence[NodeInfo]:
         return [self.nodes[n] for n in sorted(self.nodes)]
-
-
-@pytest.fixture(params=["memory", "sql"])
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[SqlResourceStore | None]:
-    if request.param == "memory":
-        yield None
-        return
-    s = SqlResourceStore(f"sqlite+aiosqlite:///{tmp_path / 'gm.db'}")
-    await s.start()
-    yield s
-    await s.close()
 
 
 def _spec(
