@@ -113,8 +113,6 @@ class Cluster:
     heartbeat: float
     lcs: dict[str, Component] = field(default_factory=dict)
     http_ports: dict[str, int] = field(default_factory=dict)
-    # Test modules cannot import this conftest (importlib mode): they reach it through here.
-    eventually = staticmethod(eventually)
 
     def add_lc(self, node: str) -> Component:
         http_port, grpc_port = free_port(), free_port()

@@ -32,9 +32,10 @@ OUTAGE_SECONDS = 30.0
 class ReportingWorker(threading.Thread):
     """Posts report i until the LC answers 200, then report i+1; never skips one."""
 
-    def __init__(self, cluster: Any, interval: float = 0.01) -> None:
+    def __init__(self, cluster: Any, tools: Any, interval: float = 0.01) -> None:
         super().__init__(name="reporting-worker", daemon=True)
         self.cluster = cluster
+        self.tools = tools
         self.interval = interval
         self.accepted = 0
         self.refused = 0
@@ -64,7 +65,7 @@ class ReportingWorker(threading.Thread):
                 self.stopping.wait(0.05)
 
     def wait_for(self, count: int, within: float = 60.0) -> None:
-        self.cluster.eventually(lambda: self.accepted >= count, within, f"{count} accepted reports")
+        self.tools.eventually(lambda: self.accepted >= count, within, f"{count} accepted reports")
 
 
 def _reported_index(resource: Any) -> int | None:
@@ -96,7 +97,9 @@ def applied_history(address: str, since: str, last: int, within: float) -> list[
     return history
 
 
-def test_reports_survive_lc_kill_and_gm_outage_exactly_once(cluster: Any, tmp_path: Any) -> None:
+def test_reports_survive_lc_kill_and_gm_outage_exactly_once(
+    cluster: Any, e2e_tools: Any, tmp_path: Any
+) -> None:
     lc = cluster.add_lc(NODE)
     manifest = tmp_path / "model.yaml"
     manifest.write_text(
@@ -112,7 +115,7 @@ def test_reports_survive_lc_kill_and_gm_outage_exactly_once(cluster: Any, tmp_pa
     cluster.sedna("apply", "-f", str(manifest))
     created = cluster.get_json("model", MODEL)["metadata"]["resourceVersion"]
 
-    worker = ReportingWorker(cluster)
+    worker = ReportingWorker(cluster, e2e_tools)
     began = time.monotonic()
 
     def phase(what: str) -> None:
