@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# tritonclient[grpc] needs protobuf < 7: it gets a venv of its own (tests/e2e/test_tritonclient.py).
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
 # What `buf breaking` compares the protos against (a buf input, e.g. .git#branch=main).
 BUF_AGAINST ?= .git\#branch=main
 PYTEST_ARGS ?=
@@ -21,7 +24,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install Sedna with its dev tools
+$(TRITON_STAMP): scripts/triton_venv.sh
+	PYTHON=$(PYTHON) TRITON_VENV=$(TRITON_VENV) bash scripts/triton_venv.sh
+	@touch $@
+
+install: $(STAMP) $(TRITON_STAMP) ## Create .venv (Sedna, dev tools) and .venv-triton (tritonclient)
 
 run: $(STAMP) ## The main job: validate the bundled example manifests offline
 	$(BIN)/sedna validate -f examples/

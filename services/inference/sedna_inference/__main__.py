@@ -12,7 +12,8 @@ from sedna_inference.settings import InferenceSettings
 DESCRIPTION = (
     "Inference server: serves big models over the Open Inference Protocol (KServe v2) for joint"
     " inference. Serves gRPC health, reflection and Prometheus /metrics, and the Open Inference "
-    "Protocol service inference.GRPCInferenceService for --model-name/--model-path (ONNX)."
+    "Protocol service inference.GRPCInferenceService for --model-name/--model-path (ONNX, "
+    "TorchScript, TensorFlow SavedModel or Keras), or for MODEL_URL as a cloud worker."
 )
 
 

@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sedna.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from sedna.runtime import ServiceServer
-from sedna_inference.backends import BackendLoader, load_backend
-from sedna_inference.metrics import InferenceMetrics
+from sedna.serving import SERVICE_NAME, InferenceMetrics, add_inference_service
+from sedna_inference.backends import ModelLoader, load_backend
 from sedna_inference.repository import ModelConfig, ModelRepository
-from sedna_inference.servicer import SERVICE_NAME, InferenceServicer
 from sedna_inference.settings import InferenceSettings
 
 __all__ = ["setup"]
 
 
 async def setup(
-    server: ServiceServer, settings: InferenceSettings, *, loader: BackendLoader = load_backend
+    server: ServiceServer, settings: InferenceSettings, *, loader: ModelLoader = load_backend
 ) -> ModelRepository:
     """Register the OIP servicer and load the configured model once the server is up.
 
@@ -33,7 +31,9 @@ async def setup(
     settings
         The inference settings.
     loader
-        ``load(path) -> Backend``; by default the backend registered for the file suffix.
+        ``load(path, *, model_format) -> Backend``; by default
+        :func:`~sedna_inference.backends.load_backend` (file suffix, directory layout, then
+        ``settings.model_format``).
 
     Returns
     -------
@@ -52,13 +52,10 @@ async def setup(
                 max_batch_size=settings.max_batch_size,
                 max_queue_delay_ms=settings.max_queue_delay_ms,
                 reload_interval_s=settings.reload_interval_seconds,
+                format=settings.model_format,
             )
         )
-    server.add_servicer(
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server,
-        InferenceServicer(repository),
-        SERVICE_NAME,
-    )
+    add_inference_service(server, repository)
     await server.set_serving(SERVICE_NAME, repository.server_ready())
     tasks: list[asyncio.Task[None]] = []
 

@@ -1,8 +1,9 @@
 """The model repository: the transport-agnostic core of the inference server.
 
-It knows which models are configured, loads them through the backend port, validates
-request tensors against each model's metadata and runs them through the model's
-:class:`~sedna_inference.batcher.DynamicBatcher`.
+It knows which models are configured, fetches and loads them through the backend port and
+hot-reloads them. Each loaded model is a :class:`~sedna.serving.model.ServedModel` (request
+validation and dynamic batching, shared with the SDK's ``BigModelService``); the repository
+is the :class:`~sedna.serving.store.ModelStore` the OIP servicer serves.
 """
 
 from __future__ import annotations
@@ -11,27 +12,18 @@ import asyncio
 import enum
 import logging
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-
-from sedna_inference.backends import BackendLoader, BackendMetadata, load_backend
-from sedna_inference.backends.base import Backend
-from sedna_inference.batcher import DynamicBatcher, Tensors
-from sedna_inference.errors import (
-    BackendError,
-    InvalidInputError,
-    ModelNotFoundError,
-    ModelNotReadyError,
-)
-from sedna_inference.metrics import InferenceMetrics
+from sedna.serving.errors import BackendError, ModelNotFoundError, ModelNotReadyError
+from sedna.serving.metrics import InferenceMetrics
+from sedna.serving.model import InputTensor, ModelMetadata, OutputTensor, ServedModel
+from sedna_inference.backends import ModelLoader, load_backend
 from sedna_inference.sources import FetchedModel, ModelSource, ModelSourceError, open_source
-from sedna_inference.tensors import DYNAMIC, TensorSpec, shape_matches
 
 __all__ = [
+    "DEFAULT_CACHE_DIR",
     "InputTensor",
     "ModelConfig",
     "ModelMetadata",
@@ -61,9 +53,16 @@ class ModelConfig:
     name
         Name clients use (``model_name``).
     path
-        Local model file (a :class:`~pathlib.Path` or a string), or an ``s3://bucket/key`` or
-        ``http(s)://`` URL downloaded to the repository's cache directory; the file suffix
-        picks the backend.
+        Where the model is (a :class:`~pathlib.Path` or a string): a local file or directory
+        (e.g. a SavedModel), ``s3://bucket/key``, ``s3://bucket/prefix/`` (every object under
+        it, as a directory) or an ``http(s)://`` URL; remote models are downloaded to the
+        repository's cache directory, remote archives (``.tar.gz``, ``.zip``, ...) unpacked
+        there (see :mod:`sedna_inference.sources`). The file suffix, or the directory's
+        content, picks the backend (see :func:`~sedna_inference.backends.load_backend`).
+    format
+        The Model resource's format name (e.g. ``onnx``, ``pt``, ``keras``), passed to the
+        loader as ``model_format``: it picks the backend only when the file suffix does not
+        (a URL without one, say). ``None``: the suffix or directory alone.
     version
         The one version served.
     max_batch_size
@@ -80,158 +79,7 @@ class ModelConfig:
     max_batch_size: int = 1
     max_queue_delay_ms: float = 0.0
     reload_interval_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class ModelMetadata:
-    """What ModelMetadata reports."""
-
-    name: str
-    versions: tuple[str, ...]
-    platform: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class InputTensor:
-    """A decoded request input: the declared name, datatype and shape, and its data."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    data: npt.NDArray[np.generic]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputTensor:
-    """One output of a response."""
-
-    spec: TensorSpec
-    data: npt.NDArray[np.generic]
-
-
-def _batchable(meta: BackendMetadata) -> bool:
-    tensors = (*meta.inputs, *meta.outputs)
-    return bool(meta.inputs) and all(t.shape and t.shape[0] == DYNAMIC for t in tensors)
-
-
-class ServedModel:
-    """A loaded model: its backend, metadata and batcher."""
-
-    def __init__(self, config: ModelConfig, backend: Backend, metrics: InferenceMetrics) -> None:
-        self.config = config
-        self.backend = backend
-        meta = backend.metadata()
-        self.metadata = ModelMetadata(
-            name=config.name,
-            versions=(config.version,),
-            platform=meta.platform,
-            inputs=meta.inputs,
-            outputs=meta.outputs,
-        )
-        self._inputs = {t.name: t for t in meta.inputs}
-        self._outputs = {t.name: t for t in meta.outputs}
-        self.batcher = DynamicBatcher(
-            config.name,
-            backend,
-            metrics,
-            max_batch_size=config.max_batch_size,
-            max_queue_delay_ms=config.max_queue_delay_ms,
-            batchable=_batchable(meta),
-        )
-
-    def validate(self, inputs: Sequence[InputTensor]) -> Tensors:
-        """Check the request tensors against the model's inputs.
-
-        Parameters
-        ----------
-        inputs
-            Decoded request inputs.
-
-        Returns
-        -------
-        dict of str to numpy.ndarray
-            The arrays by input name.
-
-        Raises
-        ------
-        InvalidInputError
-            An unknown, duplicate or missing input, or a wrong datatype or shape; the
-            message names the input and what was expected.
-        """
-        model = self.config.name
-        arrays: Tensors = {}
-        for tensor in inputs:
-            spec = self._inputs.get(tensor.name)
-            if spec is None:
-                expected = ", ".join(repr(n) for n in self._inputs)
-                raise InvalidInputError(
-                    f"unknown input {tensor.name!r} for model {model!r}; expected inputs: "
-                    f"{expected}"
-                )
-            if tensor.name in arrays:
-                raise InvalidInputError(f"input {tensor.name!r} is given more than once")
-            if tensor.datatype != spec.datatype:
-                raise InvalidInputError(
-                    f"input {tensor.name!r} has datatype {tensor.datatype}, expected "
-                    f"{spec.datatype}"
-                )
-            if not shape_matches(spec.shape, tensor.shape):
-                raise InvalidInputError(
-                    f"input {tensor.name!r} has shape {list(tensor.shape)}, expected "
-                    f"{spec.shape_text} (-1: any size)"
-                )
-            arrays[tensor.name] = tensor.data
-        missing = [n for n in self._inputs if n not in arrays]
-        if missing:
-            spec = self._inputs[missing[0]]
-            raise InvalidInputError(
-                f"missing input {spec.name!r} ({spec.datatype} {spec.shape_text}) for model "
-                f"{model!r}"
-            )
-        return arrays
-
-    async def infer(
-        self, inputs: Sequence[InputTensor], requested: Sequence[str] = ()
-    ) -> list[OutputTensor]:
-        """Validate, run through the batcher and return the outputs.
-
-        Parameters
-        ----------
-        inputs
-            Decoded request inputs.
-        requested
-            Output names to return; empty returns every output.
-
-        Returns
-        -------
-        list of OutputTensor
-            In the requested order, or the model's output order.
-
-        Raises
-        ------
-        InvalidInputError
-            Bad inputs, or an unknown requested output.
-        BackendError
-            The backend failed.
-        """
-        for name in requested:
-            if name not in self._outputs:
-                expected = ", ".join(repr(n) for n in self._outputs)
-                raise InvalidInputError(
-                    f"unknown requested output {name!r}; model {self.config.name!r} has "
-                    f"outputs: {expected}"
-                )
-        arrays = self.validate(inputs)
-        results = await self.batcher.submit(arrays)
-        names = list(requested) or list(self._outputs)
-        outputs = []
-        for name in names:
-            if name not in results:
-                raise BackendError(f"backend returned no output {name!r}")
-            outputs.append(OutputTensor(self._outputs[name], results[name]))
-        return outputs
+    format: str | None = None
 
 
 DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "sedna-inference-models"
@@ -246,7 +94,9 @@ class ModelRepository:
     metrics
         The server's inference metrics.
     loader
-        ``load(path) -> Backend``; by default chosen by file suffix.
+        ``load(path, *, model_format) -> Backend``, called with each model's local copy and
+        its :attr:`ModelConfig.format`; by default
+        :func:`~sedna_inference.backends.load_backend` (suffix, directory layout, format).
     cache_dir
         Where ``s3://`` and ``http(s)://`` models are downloaded.
     environ
@@ -257,7 +107,7 @@ class ModelRepository:
     def __init__(
         self,
         metrics: InferenceMetrics,
-        loader: BackendLoader = load_backend,
+        loader: ModelLoader = load_backend,
         *,
         cache_dir: Path = DEFAULT_CACHE_DIR,
         environ: Mapping[str, str] | None = None,
@@ -321,8 +171,17 @@ class ModelRepository:
         fetched = await asyncio.to_thread(source.fetch)
         self._seen[config.name] = fetched.fingerprint
         try:
-            backend = await asyncio.to_thread(self._loader, fetched.path)
-            model = ServedModel(config, backend, self.metrics)
+            backend = await asyncio.to_thread(
+                self._loader, fetched.path, model_format=config.format
+            )
+            model = ServedModel(
+                config.name,
+                backend,
+                self.metrics,
+                version=config.version,
+                max_batch_size=config.max_batch_size,
+                max_queue_delay_ms=config.max_queue_delay_ms,
+            )
         except Exception as exc:
             if self._fetched.get(config.name) != fetched:
                 source.discard(fetched)

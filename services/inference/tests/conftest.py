@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,37 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from sedna.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 from sedna.runtime import ServiceServer  # noqa: E402
+from sedna.serving.errors import ModelNotReadyError  # noqa: E402
 from sedna_inference import app  # noqa: E402
-from sedna_inference.repository import ModelRepository  # noqa: E402
+from sedna_inference.repository import ModelRepository, ModelState  # noqa: E402
 from sedna_inference.settings import InferenceSettings  # noqa: E402
 
+CLOUD_WORKER_ENV = (
+    "MODEL_URL",
+    "MODEL_FORMAT",
+    "SERVICE_NAME",
+    "JOB_NAME",
+    "BIG_MODEL_NAME",
+    "BIG_MODEL_BIND_IP",
+    "BIG_MODEL_BIND_PORT",
+)
+"""The cloud worker environment InferenceSettings reads when no model is given."""
+
+
+@pytest.fixture(autouse=True)
+def _no_cloud_worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test without the cloud worker environment.
+
+    Otherwise ``InferenceSettings()``, in a shell that has it (a worker's, or after a test
+    that leaked it), would serve ``MODEL_URL`` on ``BIG_MODEL_BIND_PORT``.
+    """
+    for key in CLOUD_WORKER_ENV:
+        monkeypatch.delenv(key, raising=False)
+
+
+LOAD_DEADLINE_S = 60.0
+"""How long ``served`` waits for its model (wall clock): loads run in a thread that a busy
+machine may starve, and pytest-timeout (120 s) still bounds the whole test."""
 RNG = np.random.default_rng(7)
 WEIGHT: npt.NDArray[np.float32] = RNG.standard_normal((4, 3)).astype(np.float32)
 BIAS: npt.NDArray[np.float32] = RNG.standard_normal(3).astype(np.float32)
@@ -77,11 +105,18 @@ async def start_served(settings: InferenceSettings) -> Served:
 
 
 async def wait_ready(repository: ModelRepository) -> None:
-    for _ in range(1000):
-        if repository.server_ready():
-            return
+    """Wait until every model is loaded; fail at once, with the reason, when one failed."""
+    deadline = time.monotonic() + LOAD_DEADLINE_S
+    while not repository.server_ready():
+        for name in repository.names:
+            if repository.state(name) is ModelState.FAILED:
+                try:
+                    repository.get(name)
+                except ModelNotReadyError as exc:
+                    pytest.fail(f"the model did not load: {exc}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the model did not load within {LOAD_DEADLINE_S:.0f} s")
         await asyncio.sleep(0.01)
-    raise AssertionError("the model did not load within 10 s")
 
 
 @pytest.fixture

@@ -18,12 +18,17 @@ from prometheus_client import CollectorRegistry
 from sedna.api.oip.v2 import grpc_service_pb2 as pb
 from sedna.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from sedna.runtime import ServiceServer
+from sedna.serving import (
+    BackendMetadata,
+    InferenceMetrics,
+    InputTensor,
+    TensorSpec,
+    datatype_of,
+    numpy_dtype,
+)
 from sedna_inference import app
-from sedna_inference.backends import BackendMetadata
-from sedna_inference.metrics import InferenceMetrics
-from sedna_inference.repository import InputTensor, ModelConfig, ModelRepository
+from sedna_inference.repository import ModelConfig, ModelRepository
 from sedna_inference.settings import InferenceSettings
-from sedna_inference.tensors import TensorSpec, datatype_of, numpy_dtype
 
 Array = npt.NDArray[np.generic]
 
@@ -64,7 +69,7 @@ REGISTRIES: dict[int, CollectorRegistry] = {}
 
 async def _repository(backend: Any, max_batch_size: int = 8) -> ModelRepository:
     registry = CollectorRegistry()
-    repo = ModelRepository(InferenceMetrics(registry), loader=lambda _p: backend)
+    repo = ModelRepository(InferenceMetrics(registry), loader=lambda _p, **_: backend)
     REGISTRIES[id(repo)] = registry
     repo.configure(
         ModelConfig("m", Path("m.fake"), max_batch_size=max_batch_size, max_queue_delay_ms=50)
@@ -115,7 +120,7 @@ async def test_backend_failure_is_internal_without_a_trace() -> None:
     backend.release.set()
     settings = InferenceSettings(host="127.0.0.1", port=0, metrics_port=None)
     server = ServiceServer(settings)
-    repo = await app.setup(server, settings, loader=lambda _p: backend)
+    repo = await app.setup(server, settings, loader=lambda _p, **_: backend)
     repo.configure(ModelConfig("m", Path("m.fake")))
     await repo.load("m")
     await server.start()
@@ -140,7 +145,7 @@ async def test_not_ready_until_loaded(tmp_path: Path) -> None:
     backend = DoublingBackend()
     backend.release.set()
 
-    def slow_loader(_path: Path) -> DoublingBackend:
+    def slow_loader(_path: Path, *, model_format: str | None = None) -> DoublingBackend:
         assert gate.wait(10)
         return backend
 
@@ -201,3 +206,109 @@ def test_datatype_round_trip(datatype: str) -> None:
 def test_settings_need_name_and_path_together() -> None:
     with pytest.raises(ValueError, match="together"):
         InferenceSettings(model_name="m")
+
+
+UPSTREAM_KEYS = (
+    "MODEL_URL",
+    "SERVICE_NAME",
+    "JOB_NAME",
+    "BIG_MODEL_NAME",
+    "BIG_MODEL_BIND_IP",
+    "BIG_MODEL_BIND_PORT",
+    "MODEL_FORMAT",
+)
+
+
+@pytest.fixture
+def upstream_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """A JointInferenceService cloud worker's environment (and nothing of ours)."""
+    for key in UPSTREAM_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MODEL_URL", "/models/big.onnx")
+    monkeypatch.setenv("SERVICE_NAME", "helmet")
+    monkeypatch.setenv("BIG_MODEL_BIND_PORT", "5005")
+    return monkeypatch
+
+
+def test_settings_serve_the_upstream_cloud_worker_env(upstream_env: pytest.MonkeyPatch) -> None:
+    settings = InferenceSettings()
+    assert (settings.model_name, settings.model_path) == ("helmet", "/models/big.onnx")
+    assert (settings.host, settings.port) == ("0.0.0.0", 5005)
+    upstream_env.setenv("BIG_MODEL_NAME", "big")
+    upstream_env.setenv("BIG_MODEL_BIND_IP", "10.0.0.7")
+    settings = InferenceSettings()
+    assert (settings.model_name, settings.host) == ("big", "10.0.0.7")
+
+
+def test_explicit_settings_win_over_the_upstream_env(upstream_env: pytest.MonkeyPatch) -> None:
+    settings = InferenceSettings(host="127.0.0.1", port=0)
+    assert settings.model_name == "helmet"
+    assert (settings.host, settings.port) == ("127.0.0.1", 0)
+    settings = InferenceSettings(model_name="m", model_path="m.onnx")
+    assert (settings.model_name, settings.model_path, settings.port) == ("m", "m.onnx", 8001)
+
+
+def test_upstream_env_needs_a_model_url_and_a_name(upstream_env: pytest.MonkeyPatch) -> None:
+    upstream_env.delenv("MODEL_URL")
+    settings = InferenceSettings()
+    assert settings.model_name is None
+    assert settings.port == 8001
+    upstream_env.setenv("MODEL_URL", "/m.onnx")
+    upstream_env.delenv("SERVICE_NAME")
+    upstream_env.setenv("JOB_NAME", "job")
+    assert InferenceSettings().model_name == "job"
+
+
+def test_upstream_env_model_format(upstream_env: pytest.MonkeyPatch) -> None:
+    assert InferenceSettings().model_format is None
+    upstream_env.setenv("MODEL_FORMAT", " onnx ")
+    assert InferenceSettings().model_format == "onnx"
+    assert InferenceSettings(model_format="pt").model_format == "pt"  # the flag wins
+    upstream_env.setenv("SEDNA_INFERENCE_MODEL_FORMAT", "keras")
+    assert InferenceSettings().model_format == "keras"  # so does our variable
+
+
+def test_model_format_env_is_read_only_as_a_cloud_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_FORMAT", "onnx")  # no MODEL_URL: not a cloud worker
+    assert InferenceSettings().model_format is None
+    explicit = InferenceSettings(model_name="m", model_path="m", model_format="  ")
+    assert explicit.model_format is None  # blank means none
+    monkeypatch.setenv("SEDNA_INFERENCE_MODEL_FORMAT", "pt")
+    assert InferenceSettings(model_name="m", model_path="m").model_format == "pt"
+
+
+async def test_model_format_reaches_the_loader(tmp_path: Path) -> None:
+    backend = DoublingBackend()
+    backend.release.set()
+    seen: list[tuple[Path, str | None]] = []
+
+    def loader(path: Path, *, model_format: str | None = None) -> DoublingBackend:
+        seen.append((path, model_format))
+        return backend
+
+    model_file = tmp_path / "download"
+    settings = InferenceSettings(
+        host="127.0.0.1",
+        port=0,
+        metrics_port=None,
+        model_name="m",
+        model_path=model_file,
+        model_format="onnx",
+    )
+    server = ServiceServer(settings)
+    repo = await app.setup(server, settings, loader=loader)
+    await server.start()
+    try:
+        for _ in range(1000):
+            if repo.server_ready():
+                break
+            await asyncio.sleep(0.01)
+        assert seen == [(model_file, "onnx")]
+    finally:
+        await server.stop(grace=1)
+
+
+def test_upstream_env_bad_port(upstream_env: pytest.MonkeyPatch) -> None:
+    upstream_env.setenv("BIG_MODEL_BIND_PORT", "five")
+    with pytest.raises(ValueError, match="BIG_MODEL_BIND_PORT"):
+        InferenceSettings()

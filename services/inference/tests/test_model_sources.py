@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sedna_inference.metrics import InferenceMetrics
+from sedna.serving.metrics import InferenceMetrics
 from sedna_inference.repository import InputTensor, ModelConfig, ModelRepository, ModelState
 from sedna_inference.sources import redact_url
 

@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from sedna.api.oip.v2 import grpc_service_pb2 as pb
+from sedna.service.oip_client import CloudInferenceError, InferenceClient
 
 pytestmark = pytest.mark.asyncio
 
@@ -170,3 +171,21 @@ async def test_unknown_model_or_version_is_not_found(served: Served) -> None:
             await call
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         assert "other" in (caught.value.details() or "") or "'9'" in (caught.value.details() or "")
+
+
+async def test_sdk_client_calls_the_served_model(served: Served, linear_expected: Expected) -> None:
+    port = served.server.port
+    x = np.arange(4, dtype=np.float32) / 3
+
+    def call() -> tuple[Any, Any]:
+        with InferenceClient("127.0.0.1", port, "linear", timeout=10) as client:
+            single = client.infer(x)  # rank 1: sent as [1, 4], answered as [3]
+            batch = client.infer(np.stack([x, 2 * x]).astype(np.float64))  # cast to FP32
+            with pytest.raises(CloudInferenceError, match="'x'"):
+                client.infer(np.zeros(5))
+            return single, batch
+
+    single, batch = await asyncio.to_thread(call)
+    assert single.shape == (3,)
+    np.testing.assert_allclose(single, linear_expected(x[None])[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batch, linear_expected(np.stack([x, 2 * x])), rtol=1e-5, atol=1e-6)

@@ -21,8 +21,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from sedna.api.oip.v2 import grpc_service_pb2 as pb
+from sedna.serving.errors import BackendError
 from sedna_inference.backends import load_backend
-from sedna_inference.errors import BackendError
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.(script|save)` is deprecated:DeprecationWarning"

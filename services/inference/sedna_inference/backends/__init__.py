@@ -1,4 +1,14 @@
-"""Model runtimes behind the :class:`~sedna_inference.backends.base.Backend` port."""
+"""Model runtimes behind the :class:`~sedna_inference.backends.base.Backend` port.
+
+| Model | Picked by | Backend |
+|---|---|---|
+| ONNX | ``.onnx``; format ``onnx`` | ONNX Runtime (CPU) |
+| TorchScript | ``.pt``, ``.pth``; formats ``pt``, ``pth``, ``torchscript``, ``pytorch`` | PyTorch (CPU) |
+| SavedModel | a directory holding ``saved_model.pb`` (or that file); formats ``savedmodel``, ``saved_model``, ``pb``, ``tensorflow``, ``tf`` | TensorFlow (CPU) |
+| Keras | ``.keras``, ``.h5``, ``.hdf5``; formats ``keras``, ``h5``, ``hdf5`` | Keras 3 on TensorFlow (CPU) |
+
+Runtimes are imported only when a model of theirs is loaded.
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -6,14 +16,44 @@ from sedna_inference.backends.base import (
     Backend,
     BackendLoader,
     BackendMetadata,
+    ModelLoader,
     load_backend,
+    model_formats,
     register_backend,
+    register_directory_backend,
+    register_format,
 )
+from sedna_inference.backends.keras_file import load_keras
 from sedna_inference.backends.onnx import load_onnx
+from sedna_inference.backends.savedmodel import SAVED_MODEL_MARKER, load_pb, load_saved_model
 from sedna_inference.backends.torchscript import load_torchscript
 
-__all__ = ["Backend", "BackendLoader", "BackendMetadata", "load_backend", "register_backend"]
+__all__ = [
+    "Backend",
+    "BackendLoader",
+    "BackendMetadata",
+    "ModelLoader",
+    "load_backend",
+    "model_formats",
+    "register_backend",
+    "register_directory_backend",
+    "register_format",
+]
 
 register_backend(".onnx", load_onnx)
 register_backend(".pt", load_torchscript)
 register_backend(".pth", load_torchscript)
+register_backend(".pb", load_pb)
+register_backend(".keras", load_keras)
+register_backend(".h5", load_keras)
+register_backend(".hdf5", load_keras)
+register_directory_backend(SAVED_MODEL_MARKER, load_saved_model)
+
+for _name in ("onnx",):
+    register_format(_name, load_onnx)
+for _name in ("pt", "pth", "torchscript", "pytorch"):
+    register_format(_name, load_torchscript)
+for _name in ("savedmodel", "saved_model", "pb", "tensorflow", "tf"):
+    register_format(_name, load_saved_model)
+for _name in ("keras", "h5", "hdf5"):
+    register_format(_name, load_keras)

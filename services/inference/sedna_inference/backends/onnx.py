@@ -9,9 +9,9 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from sedna.serving.errors import BackendError
+from sedna.serving.tensors import DYNAMIC, TensorSpec
 from sedna_inference.backends.base import BackendMetadata
-from sedna_inference.errors import BackendError
-from sedna_inference.tensors import DYNAMIC, TensorSpec
 
 __all__ = ["OnnxBackend", "load_onnx"]
 

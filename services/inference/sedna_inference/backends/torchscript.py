@@ -2,7 +2,8 @@
 
 TorchScript carries no static input/output shapes, so the tensor metadata comes from a
 sidecar JSON file next to the model, named after it plus ``.json`` (``model.pt`` →
-``model.pt.json``)::
+``model.pt.json``; for an ``s3://`` or ``http(s)://`` model, the source downloads
+``<url>.json`` next to the cached copy)::
 
     {"inputs":  [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
      "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}]}
@@ -23,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from sedna.serving.errors import BackendError
+from sedna.serving.tensors import DATATYPE_TO_NUMPY, DYNAMIC, TensorSpec, datatype_of
 from sedna_inference.backends.base import BackendMetadata
-from sedna_inference.errors import BackendError
-from sedna_inference.tensors import DATATYPE_TO_NUMPY, DYNAMIC, TensorSpec, datatype_of
 
 if TYPE_CHECKING:
     import torch
@@ -82,8 +83,9 @@ def read_sidecar(model: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec,
     path = sidecar_path(model)
     if not path.is_file():
         raise BackendError(
-            f"TorchScript model {model.name!r} needs a metadata file {str(path)!r} "
-            '({"inputs": [{"name", "datatype", "shape"}...], "outputs": [...]})'
+            f"TorchScript model {model.name!r} needs a metadata file {str(path)!r}, named "
+            "after the model plus '.json' (a remote model's comes from its URL plus '.json'): "
+            '{"inputs": [{"name", "datatype", "shape"}...], "outputs": [...]}'
         )
     try:
         document = json.loads(path.read_text(encoding="utf-8"))

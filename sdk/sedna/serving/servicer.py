@@ -1,4 +1,8 @@
-"""The OIP v2 ``inference.GRPCInferenceService`` servicer: a thin adapter over the core."""
+"""The OIP v2 ``inference.GRPCInferenceService`` servicer: a thin adapter over the core.
+
+It serves whatever :class:`~sedna.serving.store.ModelStore` it is given: the inference
+service's model repository, or ``BigModelService``'s one estimator.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,21 @@ import grpc
 from sedna import __version__
 from sedna.api.oip.v2 import grpc_service_pb2 as pb
 from sedna.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
-from sedna_inference import convert
-from sedna_inference.errors import (
+from sedna.runtime import ServiceServer
+from sedna.serving import convert
+from sedna.serving.errors import (
     BackendError,
     InferenceError,
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
 )
-from sedna_inference.repository import ModelRepository
+from sedna.serving.store import ModelStore
 
-__all__ = ["SERVICE_NAME", "InferenceServicer"]
+__all__ = ["DEFAULT_SERVER_NAME", "SERVICE_NAME", "InferenceServicer", "add_inference_service"]
 
 SERVICE_NAME: Final = "inference.GRPCInferenceService"
-SERVER_NAME: Final = "sedna-inference"
+DEFAULT_SERVER_NAME: Final = "sedna-inference"
 
 _CODES: Final[dict[type[InferenceError], tuple[grpc.StatusCode, str]]] = {
     ModelNotFoundError: (grpc.StatusCode.NOT_FOUND, "not_found"),
@@ -50,10 +55,19 @@ async def _abort(context: Context, exc: InferenceError) -> NoReturn:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """Open Inference Protocol v2 over gRPC, backed by a :class:`ModelRepository`."""
+    """Open Inference Protocol v2 over gRPC, backed by a :class:`ModelStore`.
 
-    def __init__(self, repository: ModelRepository) -> None:
-        self._repo = repository
+    Parameters
+    ----------
+    models
+        The models served.
+    server_name
+        What ServerMetadata reports as the server's name.
+    """
+
+    def __init__(self, models: ModelStore, *, server_name: str = DEFAULT_SERVER_NAME) -> None:
+        self._repo = models
+        self._server_name = server_name
 
     async def ServerLive(  # noqa: N802 - gRPC method name
         self, request: pb.ServerLiveRequest, context: Context
@@ -82,7 +96,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ServerMetadataRequest, context: Context
     ) -> pb.ServerMetadataResponse:
         """Server name and version; no OIP extensions yet."""
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=[])
+        return pb.ServerMetadataResponse(name=self._server_name, version=__version__, extensions=[])
 
     async def ModelMetadata(  # noqa: N802
         self, request: pb.ModelMetadataRequest, context: Context
@@ -103,7 +117,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             model = self._repo.get(request.model_name, request.model_version)
             inputs = convert.decode_inputs(request)
             outputs = await model.infer(inputs, convert.requested_outputs(request))
-            return convert.encode_response(request, model.config.version, outputs)
+            return convert.encode_response(request, model.version, outputs)
         except InferenceError as exc:
             status = _code(exc)[1]
             await _abort(context, exc)
@@ -115,3 +129,30 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             if request.model_name in self._repo.names:  # bounded label set
                 self._repo.metrics.requests.labels(model=request.model_name, status=status).inc()
+
+
+def add_inference_service(
+    server: ServiceServer, models: ModelStore, *, server_name: str = DEFAULT_SERVER_NAME
+) -> InferenceServicer:
+    """Register the OIP servicer for ``models`` on a (not started) :class:`ServiceServer`.
+
+    The service is listed in reflection and has its own health entry
+    (:data:`SERVICE_NAME`); the caller reports it SERVING once its models are loaded.
+
+    Parameters
+    ----------
+    server
+        The server, not started yet.
+    models
+        The models to serve.
+    server_name
+        What ServerMetadata reports.
+
+    Returns
+    -------
+    InferenceServicer
+        The registered servicer.
+    """
+    servicer = InferenceServicer(models, server_name=server_name)
+    server.add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, servicer, SERVICE_NAME)
+    return servicer

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from sedna_inference.backends.base import Backend
-from sedna_inference.errors import BackendError, ModelNotReadyError
-from sedna_inference.metrics import InferenceMetrics
+from sedna.serving.backend import Backend
+from sedna.serving.errors import BackendError, ModelNotReadyError
+from sedna.serving.metrics import InferenceMetrics
 
 __all__ = ["DynamicBatcher", "Tensors", "batch_key"]
 
