@@ -247,6 +247,7 @@ class LCReporter(threading.Thread):
             if self.period_increment == 0:
                 return None
             total, hard = self.inference_number, self.hard_example_number
+            extra = self.extra_owner_info()
             self.period_increment = 0
         message = copy.deepcopy(self.message)
         message["ownerInfo"] = {
@@ -255,9 +256,20 @@ class LCReporter(threading.Thread):
             "inferenceNumber": total,
             "hardExampleNumber": hard,
             "uploadCloudRatio": hard / total if total else 0.0,
+            **extra,
         }
         LCClient.send(self.lc_server, str(message["name"]), message)
         return message
+
+    def extra_owner_info(self) -> dict[str, Any]:
+        """Counters a subclass adds to ``ownerInfo``; called with :attr:`lock` held.
+
+        Returns
+        -------
+        dict
+            Extra ``ownerInfo`` fields (none here).
+        """
+        return {}
 
     def run(self) -> None:
         """Report every period until :meth:`stop`; errors are logged, never raised."""

@@ -150,9 +150,8 @@ def test_unreachable_lc_returns_none_quickly(caplog: pytest.LogCaptureFixture) -
 
 def test_slow_lc_times_out(lc: FakeLC) -> None:
     lc.delay = 1.0
-    start = time.monotonic()
+    # Had the client waited for the (slow but successful) answer, send would return it.
     assert LCClient.send(lc.url, "w", BODY, timeout=0.2, retries=2) is None
-    assert time.monotonic() - start < 1.0
     assert len(lc.requests) == 2
 
 
