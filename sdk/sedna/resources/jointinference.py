@@ -73,16 +73,17 @@ class JointInferenceServiceStatus(StatusModel):
     phase: WorkloadPhase | None = None
     """Pending, Running or Failed."""
     conditions: list[Condition] | None = None
-    """Observations (types Pending, Running, Failed); the last one is current."""
+    """Observations, one per type: Valid, ModelsReady, CloudReady, EdgeReady and Ready (True
+    when both workers run; otherwise its reason and message say why)."""
     start_time: datetime | None = None
     """When the controller first acted on the service."""
     active: int | None = Field(default=None, ge=0)
-    """Number of worker Deployments running."""
+    """Number of worker Deployments (cloud and edge) that have not failed."""
     failed: int | None = Field(default=None, ge=0)
     """Number of worker Deployments that failed."""
     metrics: list[Metric] | None = None
     """Counters reported by the edge worker (inferenceNumber, hardExampleNumber,
-    uploadCloudRatio)."""
+    uploadCloudRatio, cloudFallbackNumber)."""
     observed_generation: int | None = Field(default=None, ge=0)
     """metadata.generation the status was computed from."""
 

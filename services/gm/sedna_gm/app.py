@@ -27,6 +27,7 @@ from sedna_gm.controllers import (
     setup_dataset_controller,
     setup_model_controller,
 )
+from sedna_gm.controllers.jointinference import setup_joint_inference_controller
 from sedna_gm.events import SqlEventRecorder
 from sedna_gm.hub import (
     HUB_SERVICE_NAME,
@@ -43,6 +44,7 @@ from sedna_gm.settings import GMSettings, RuntimeKind
 from sedna_gm.store.errors import NotFoundError, StoreError
 from sedna_gm.store.factory import open_store
 from sedna_gm.store.port import ResourceStore
+from sedna_gm.workloads.builder import WorkerEnvSettings
 from sedna_gm.workloads.local import LocalWorkloadRuntime
 from sedna_gm.workloads.port import WorkloadRuntime
 from sedna_gm.workloads.secret_files import DirectorySecretSource
@@ -58,6 +60,11 @@ _SQL_SCHEMES = ("sqlite", "postgres", "postgresql")
 def _is_sql(url: str) -> bool:
     """Whether ``url`` names a SQLite or PostgreSQL database (any driver suffix)."""
     return urlsplit(url).scheme.split("+", 1)[0].lower() in _SQL_SCHEMES
+
+
+def _is_kubernetes(url: str) -> bool:
+    """Whether ``url`` names the Kubernetes API server as the store."""
+    return urlsplit(url).scheme.lower() == "kubernetes"
 
 
 def hub_state_url(settings: GMSettings) -> str:
@@ -172,6 +179,22 @@ class GlobalManager:
             secret_refresh=settings.secret_refresh_seconds,
         )
         setup_model_controller(self.manager, self.router, self.recorder)
+        setup_joint_inference_controller(
+            self.manager,
+            self.router,
+            runtime=self.runtime,
+            recorder=self.recorder,
+            env_settings=WorkerEnvSettings(
+                lc_server=settings.lc_server, kb_server=settings.kb_server
+            ),
+            nodes=self.hub if self._local is not None else None,
+            # Local Worker objects live in a SQL store, where they can be watched.
+            watch_workers=self._local is not None and not _is_kubernetes(store_url(settings)),
+            secrets=self.secrets,
+            registry=registry,
+            poll_interval=settings.workload_poll_seconds,
+            retry_interval=settings.workload_poll_seconds,
+        )
 
     def _kubernetes_runtime(self) -> WorkloadRuntime:
         # Imported here: the kubernetes client is only needed (and installed) in cluster mode.

@@ -93,3 +93,11 @@ class GMSettings(ServiceSettings):
         description="Seconds between reads of a Dataset's credentialName Secret: a changed "
         "Secret reaches the node, and a missing or invalid one is retried, within this time.",
     )
+    workload_poll_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds between checks of a feature resource's workers that no event "
+        "reports: the kubernetes runtime's Deployments (the GM does not watch them), and "
+        "workers waiting for a node or a Secret.",
+    )

@@ -2,7 +2,8 @@
 
 Framework: :class:`WorkQueue` (deduplicating, rate-limited), :class:`Informer` (store mirror
 with events), :class:`Controller` / :class:`Manager`, condition, event and status helpers,
-:class:`ReportRouter` and :class:`DesiredStateRegistry`. Controllers: Dataset and Model.
+:class:`ReportRouter` and :class:`DesiredStateRegistry`. Controllers: Dataset and Model here;
+JointInferenceService in :mod:`sedna_gm.controllers.jointinference`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,168 @@
+"""Big-model ports for the local mode, where cloud workers share their node's ports.
+
+On Kubernetes every cloud worker has its own pod IP and binds 5000 (upstream). In the local
+mode workers are processes on the node's host, so two services on one node cannot both bind
+5000: each gets a port from a range, chosen once and kept in its cloud worker's environment.
+
+The choice starts at a hash of ``namespace/name`` (so the same service lands on the same port
+again, e.g. after its worker record was lost), skips the ports other services hold and the
+ports already bound on the GM's host (in ``sedna up`` every node is on that host), and wraps
+around the range. :class:`BigModelPorts` remembers the choices; after a GM restart it reads
+them back from the cloud workers' ``Worker`` objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import Callable, Collection, Mapping
+
+from sedna.resources.objects import ObjectKey, ResourceObject
+from sedna.resources.worker import WORKER_KIND
+from sedna_gm.controllers.informer import Informer
+from sedna_gm.controllers.jointinference.workers import (
+    BIG_MODEL_BIND_PORT_ENV,
+    CLOUD,
+    worker_name_of,
+)
+from sedna_gm.workloads.builder import label_prefix
+from sedna_gm.workloads.port import WorkloadError
+
+__all__ = ["PORT_RANGE", "BigModelPorts", "allocate_port", "port_is_free"]
+
+PORT_RANGE = (25000, 30000)
+"""Ports ``[low, high)`` handed to local cloud workers (below Linux's ephemeral range)."""
+
+
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` can be bound on every interface of this host right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def allocate_port(
+    key: str,
+    taken: Collection[int],
+    *,
+    port_range: tuple[int, int] = PORT_RANGE,
+    probe: Callable[[int], bool] = port_is_free,
+) -> int:
+    """A port of ``port_range`` for ``key`` that is not in ``taken`` and that ``probe`` accepts.
+
+    Parameters
+    ----------
+    key
+        Identifies the service (``namespace/name``); the search starts at its hash.
+    taken
+        Ports other services hold.
+    port_range
+        ``(low, high)``: ports ``low`` to ``high - 1``.
+    probe
+        Whether a port is free on the host (tests inject one).
+
+    Raises
+    ------
+    WorkloadError
+        Every port of the range is taken.
+    """
+    low, high = port_range
+    span = high - low
+    if not 0 < low < high <= 65536:
+        raise WorkloadError(f"big-model port range {low}-{high - 1} is not a valid port range")
+    start = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % span
+    for offset in range(span):
+        port = low + (start + offset) % span
+        if port not in taken and probe(port):
+            return port
+    raise WorkloadError(
+        f"no free big-model port in {low}-{high - 1} for {key}: set BIG_MODEL_BIND_PORT in "
+        "the cloud worker's template env"
+    )
+
+
+def _env_port(worker: ResourceObject) -> int | None:
+    """``BIG_MODEL_BIND_PORT`` in a ``Worker`` object's environment."""
+    for item in worker.spec.get("env") or []:
+        if isinstance(item, Mapping) and item.get("name") == BIG_MODEL_BIND_PORT_ENV:
+            try:
+                return int(str(item.get("value", "")))
+            except ValueError:
+                return None
+    return None
+
+
+class BigModelPorts:
+    """The big-model port of each local service: remembered, recovered or allocated.
+
+    Parameters
+    ----------
+    workers
+        The ``Worker`` informer: the ports cloud workers already have (None: none known).
+    port_range, probe
+        See :func:`allocate_port`.
+    """
+
+    def __init__(
+        self,
+        workers: Informer | None,
+        *,
+        port_range: tuple[int, int] = PORT_RANGE,
+        probe: Callable[[int], bool] = port_is_free,
+    ) -> None:
+        self.workers = workers
+        self.port_range = port_range
+        self.probe = probe
+        self._ports: dict[ObjectKey, int] = {}
+
+    def port_for(self, service: ResourceObject) -> int:
+        """The port of ``service``'s cloud worker (allocated on first use).
+
+        Raises
+        ------
+        WorkloadError
+            No port of the range is free.
+        """
+        key = service.key
+        port = self._ports.get(key) or self._recorded(service)
+        if port is None:
+            taken = {p for k, p in self._ports.items() if k != key} | self._others(service)
+            port = allocate_port(
+                f"{service.namespace}/{service.name}",
+                taken,
+                port_range=self.port_range,
+                probe=self.probe,
+            )
+        self._ports[key] = port
+        return port
+
+    def forget(self, key: ObjectKey) -> None:
+        """Release the service's port."""
+        self._ports.pop(key, None)
+
+    def _recorded(self, service: ResourceObject) -> int | None:
+        if self.workers is None:
+            return None
+        worker = self.workers.get(
+            ObjectKey(WORKER_KIND, service.namespace, worker_name_of(service.name, CLOUD))
+        )
+        return _env_port(worker) if worker is not None else None
+
+    def _others(self, service: ResourceObject) -> set[int]:
+        """Ports the cloud workers of the other services have."""
+        if self.workers is None:
+            return set()
+        prefix = label_prefix(service.kind)
+        ports = set()
+        for worker in self.workers.list():
+            if worker.labels.get(f"{prefix}/worker-type") != CLOUD:
+                continue
+            mine = (worker.namespace, worker.labels.get(f"{prefix}/name"))
+            port = _env_port(worker)
+            if port is not None and mine != (service.namespace, service.name):
+                ports.add(port)
+        return ports
