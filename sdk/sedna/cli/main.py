@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from sedna import __version__
+from sedna.cli.demo import demo_app
 from sedna.cli.resources import register_resource_commands
 from sedna.cli.up import up_command
 from sedna.cli.validate import validate_command
@@ -42,6 +43,12 @@ app.command(
 )(up_command)
 
 register_resource_commands(app)
+
+app.add_typer(
+    demo_app,
+    name="demo",
+    help="Run a feature end to end on this machine: [bold]sedna demo joint-inference[/bold].",
+)
 
 
 def _print_version(value: bool) -> None:
