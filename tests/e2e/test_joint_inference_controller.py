@@ -295,6 +295,8 @@ async def test_local_runtime_failure_is_reported_and_recovers(tmp_path: Path) ->
 
 
 # --- Kubernetes runtime ----------------------------------------------------------------------
+# The helpers below are shared with test_joint_inference_kubernetes_example.py (the example's
+# YAML), which loads this module by path.
 
 
 def kubeconfig(path: Path, server: str) -> Path:
@@ -316,7 +318,30 @@ current-context: emu
     return path
 
 
-async def _read(cluster: Any, kind: str, name: str) -> dict[str, Any] | None:
+@asynccontextmanager
+async def kubernetes_gm(tmp_path: Path) -> AsyncIterator[tuple[Any, Api]]:
+    """The API emulator (CRDs, Deployments, Services) and a GM in Kubernetes mode against it
+    (``--store-url kubernetes:// --runtime kubernetes``) with an LC on node ``edge-1``;
+    yields the emulated cluster and the GM's resource API."""
+    async with k8s_emulator.emulated_api_server(
+        crds=CRDS, builtin_resources=True, namespaces=("default",)
+    ) as cluster:
+        config = kubeconfig(tmp_path / "kubeconfig", cluster.host)
+        stack = embedded_stack(
+            tmp_path,
+            store_url=f"kubernetes://{config}",
+            runtime="kubernetes",
+            kubeconfig=config,
+            hub_state_url=f"sqlite:///{tmp_path / 'hub.db'}",
+            heartbeat_seconds=0.5,
+            workload_poll_seconds=0.2,
+        )
+        async with stack as running, grpc.aio.insecure_channel(running.gm_address) as channel:
+            yield cluster, Api(channel)
+
+
+async def read_object(cluster: Any, kind: str, name: str) -> dict[str, Any] | None:
+    """A Deployment or Service in ``default`` as the API server has it (None: not found)."""
     core, apps = k8s.CoreV1Api(cluster.api_client), k8s.AppsV1Api(cluster.api_client)
     read = {
         "deployment": apps.read_namespaced_deployment,
@@ -336,7 +361,7 @@ async def _read(cluster: Any, kind: str, name: str) -> dict[str, Any] | None:
     return await asyncio.to_thread(run)
 
 
-async def _make_available(cluster: Any, name: str) -> None:
+async def make_available(cluster: Any, name: str) -> None:
     """What the Deployment controller would write once a replica is available."""
     body = {"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}
 
@@ -348,85 +373,133 @@ async def _make_available(cluster: Any, name: str) -> None:
     await asyncio.to_thread(run)
 
 
-def _container_env(deployment: dict[str, Any]) -> dict[str, str]:
+def container_env(deployment: dict[str, Any]) -> dict[str, str]:
+    """The first container's env as name -> value ("" for a ``valueFrom``)."""
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value", "") for e in container["env"]}
 
 
-async def test_kubernetes_runtime_deploys_the_upstream_yaml(tmp_path: Path) -> None:
-    docs = [d for d in yaml.safe_load_all(HELMET.read_text()) if d]
-    async with k8s_emulator.emulated_api_server(
-        crds=CRDS, builtin_resources=True, namespaces=("default",)
-    ) as cluster:
-        config = kubeconfig(tmp_path / "kubeconfig", cluster.host)
-        stack = embedded_stack(
-            tmp_path,
-            store_url=f"kubernetes://{config}",
-            runtime="kubernetes",
-            kubeconfig=config,
-            hub_state_url=f"sqlite:///{tmp_path / 'hub.db'}",
-            heartbeat_seconds=0.5,
-            workload_poll_seconds=0.2,
-        )
-        async with stack as running, grpc.aio.insecure_channel(running.gm_address) as channel:
-            api = Api(channel)
-            for doc in docs:
-                await api.apply(doc)
-            service = next(d for d in docs if d["kind"] == KIND)
-            deployed = await _deployed_with_the_env_contract(cluster, service["metadata"]["name"])
-            await _status_follows_the_deployments(cluster, api, service["metadata"]["name"])
-            await _edit_rolls_the_edge_deployment(cluster, api, service, deployed)
-            await _delete_removes_everything(cluster, api, service["metadata"]["name"])
+def _template_container(service: dict[str, Any], key: str) -> dict[str, Any]:
+    container: dict[str, Any] = service["spec"][key]["template"]["spec"]["containers"][0]
+    return container
 
 
-async def _deployed_with_the_env_contract(cluster: Any, name: str) -> dict[str, Any]:
-    """Wait for both Deployments and the Service; check them; the cloud Deployment."""
+def _own_env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e}
+
+
+def _pod_path(url: str) -> str:
+    """Where a Model URL is inside the pod: host paths under /home/data (as upstream)."""
+    return url if "://" in url else "/home/data" + url
+
+
+async def deployed_with_the_env_contract(
+    cluster: Any, docs: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Wait for both Deployments and the cloud Service of the YAML ``docs``; check them against
+    what the YAML says (the upstream env contract); return (cloud, edge, Service)."""
+    service = next(d for d in docs if d["kind"] == KIND)
+    models = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Model"}
+    name, ns = service["metadata"]["name"], service["metadata"]["namespace"]
     cloud, edge = f"{name}-deployment-cloud", f"{name}-deployment-edge"
 
     async def deployed() -> bool:
         return all(
             [
-                await _read(cluster, "deployment", cloud),
-                await _read(cluster, "deployment", edge),
-                await _read(cluster, "service", f"{name}-cloud"),
+                await read_object(cluster, "deployment", cloud),
+                await read_object(cluster, "deployment", edge),
+                await read_object(cluster, "service", f"{name}-cloud"),
             ]
         )
 
     await eventually(deployed, 30, "both Deployments and the cloud Service")
-    cloud_dep = await _read(cluster, "deployment", cloud)
-    edge_dep = await _read(cluster, "deployment", edge)
-    svc = await _read(cluster, "service", f"{name}-cloud")
+    cloud_dep = await read_object(cluster, "deployment", cloud)
+    edge_dep = await read_object(cluster, "deployment", edge)
+    svc = await read_object(cluster, "service", f"{name}-cloud")
     assert cloud_dep is not None
     assert edge_dep is not None
     assert svc is not None
-    cloud_env, edge_env = _container_env(cloud_dep), _container_env(edge_dep)
-    assert cloud_env["BIG_MODEL_BIND_PORT"] == "5000"
-    assert cloud_env["MODEL_URL"] == "/home/data/data/big-model/yolov3_darknet.pb"
-    assert cloud_env["SERVICE_NAME"] == name
-    assert cloud_env["input_shape"] == "544,544"  # the template's own env stays
-    assert edge_env["BIG_MODEL_IP"] == f"{name}-cloud.default"
-    assert edge_env["BIG_MODEL_PORT"] == "5000"
-    assert edge_env["HEM_NAME"] == "IBT"
-    assert json.loads(edge_env["HEM_PARAMETERS"]) == [
-        {"key": "threshold_img", "value": "0.9"},
-        {"key": "threshold_box", "value": "0.9"},
-    ]
-    assert edge_env["LC_SERVER"] == "http://localhost:9100"
+    cloud_own = _own_env(_template_container(service, "cloudWorker"))
+    edge_own = _own_env(_template_container(service, "edgeWorker"))
+    port = int(cloud_own.get("BIG_MODEL_BIND_PORT", "5000"))
+    mining = service["spec"]["edgeWorker"]["hardExampleMining"]
+    expected = {
+        "cloud": {
+            "BIG_MODEL_BIND_IP": "0.0.0.0",
+            "BIG_MODEL_BIND_PORT": str(port),
+            "BIG_MODEL_NAME": name,
+        },
+        "edge": {
+            "BIG_MODEL_IP": f"{name}-cloud.{ns}",
+            "BIG_MODEL_PORT": str(port),
+            "BIG_MODEL_NAME": name,
+            "HEM_NAME": mining["name"],
+            "HEM_PARAMETERS": json.dumps(mining.get("parameters") or [], separators=(",", ":")),
+        },
+    }
+    for role, dep, own in (("cloud", cloud_dep, cloud_own), ("edge", edge_dep, edge_own)):
+        model = models[service["spec"][f"{role}Worker"]["model"]["name"]]
+        want = {
+            **expected[role],
+            "MODEL_URL": _pod_path(model["url"]),
+            "MODEL_FORMAT": model["format"],
+            "NAMESPACE": ns,
+            "SERVICE_NAME": name,
+            "WORKER_NAME": f"{name}-deployment-{role}",
+            "LC_SERVER": "http://localhost:9100",  # the GM's --lc-server default
+            **own,  # the template's own entries win, and stay
+        }
+        env = container_env(dep)
+        assert {k: env.get(k) for k in want} == want, role
+        [ref] = dep["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["controller"]) == (KIND, name, True)
+        pod = dep["spec"]["template"]["spec"]
+        template = service["spec"][f"{role}Worker"]["template"]["spec"]
+        assert pod["nodeName"] == template["nodeName"]
+        container = _template_container(service, f"{role}Worker")
+        for field in ("image", "command", "args", "workingDir", "resources"):
+            assert pod["containers"][0].get(field) == container.get(field), (role, field)
     edge_pod = edge_dep["spec"]["template"]["spec"]
-    assert edge_pod["nodeName"] == "edge-node-name"
     assert edge_pod["hostNetwork"] is True
-    assert edge_pod["dnsPolicy"] == "ClusterFirstWithHostNet"  # as the example sets it
-    [ref] = edge_dep["metadata"]["ownerReferences"]
-    assert (ref["kind"], ref["name"], ref["controller"]) == (KIND, name, True)
-    assert svc["spec"]["ports"][0]["port"] == 5000
+    edge_template = service["spec"]["edgeWorker"]["template"]["spec"]
+    assert edge_pod["dnsPolicy"] == edge_template.get("dnsPolicy", "ClusterFirstWithHostNet")
+    assert svc["spec"]["ports"][0]["port"] == port
     assert svc["spec"]["selector"] == {
         "jointinferenceservice.sedna.io/name": name,
         "jointinferenceservice.sedna.io/worker-type": "cloud",
     }
-    return cloud_dep
+    return cloud_dep, edge_dep, svc
 
 
-async def _status_follows_the_deployments(cluster: Any, api: Api, name: str) -> None:
+async def test_kubernetes_runtime_deploys_the_upstream_yaml(tmp_path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(HELMET.read_text()) if d]
+    async with kubernetes_gm(tmp_path) as (cluster, api):
+        for doc in docs:
+            await api.apply(doc)
+        service = next(d for d in docs if d["kind"] == KIND)
+        name = service["metadata"]["name"]
+        cloud_dep, edge_dep, _ = await deployed_with_the_env_contract(cluster, docs)
+        # The same contract, spelled out for upstream's YAML.
+        cloud_env, edge_env = container_env(cloud_dep), container_env(edge_dep)
+        assert cloud_env["BIG_MODEL_BIND_PORT"] == "5000"
+        assert cloud_env["MODEL_URL"] == "/home/data/data/big-model/yolov3_darknet.pb"
+        assert cloud_env["MODEL_FORMAT"] == "pb"
+        assert cloud_env["input_shape"] == "544,544"  # the template's own env stays
+        assert edge_env["BIG_MODEL_IP"] == f"{name}-cloud.default"
+        assert edge_env["HEM_NAME"] == "IBT"
+        assert json.loads(edge_env["HEM_PARAMETERS"]) == [
+            {"key": "threshold_img", "value": "0.9"},
+            {"key": "threshold_box", "value": "0.9"},
+        ]
+        assert edge_dep["spec"]["template"]["spec"]["nodeName"] == "edge-node-name"
+        await status_follows_the_deployments(cluster, api, name)
+        await _edit_rolls_the_edge_deployment(cluster, api, service, cloud_dep)
+        await delete_removes_everything(cluster, api, name)
+
+
+async def status_follows_the_deployments(cluster: Any, api: Api, name: str) -> None:
+    """Pending until the cloud, then the edge Deployment is available; then Running."""
+
     async def phase(expected: str, reason: str) -> bool:
         status = await api.status(name)
         return (
@@ -434,9 +507,9 @@ async def _status_follows_the_deployments(cluster: Any, api: Api, name: str) -> 
         )
 
     await eventually(lambda: phase("Pending", "CloudNotReady"), 30, "Pending")
-    await _make_available(cluster, f"{name}-deployment-cloud")
+    await make_available(cluster, f"{name}-deployment-cloud")
     await eventually(lambda: phase("Pending", "EdgeNotReady"), 30, "the cloud ready")
-    await _make_available(cluster, f"{name}-deployment-edge")
+    await make_available(cluster, f"{name}-deployment-edge")
     await eventually(lambda: phase("Running", "Running"), 30, "Running")
     status = await api.status(name)
     assert (status["active"], status["failed"]) == (2, 0)
@@ -452,24 +525,25 @@ async def _edit_rolls_the_edge_deployment(
     await api.apply(edited)
 
     async def edge_rolled() -> bool:
-        dep = await _read(cluster, "deployment", f"{name}-deployment-edge")
-        return dep is not None and _container_env(dep)["input_shape"] == "320,320"
+        dep = await read_object(cluster, "deployment", f"{name}-deployment-edge")
+        return dep is not None and container_env(dep)["input_shape"] == "320,320"
 
     await eventually(edge_rolled, 30, "the edge Deployment rolled")
-    cloud_after = await _read(cluster, "deployment", f"{name}-deployment-cloud")
+    cloud_after = await read_object(cluster, "deployment", f"{name}-deployment-cloud")
     assert cloud_after is not None  # the cloud Deployment's spec did not change
     assert cloud_after["metadata"]["annotations"] == cloud_before["metadata"]["annotations"]
 
 
-async def _delete_removes_everything(cluster: Any, api: Api, name: str) -> None:
+async def delete_removes_everything(cluster: Any, api: Api, name: str) -> None:
+    """Delete the service; its Deployments, its Service and the object itself go."""
     await api.delete(name)
 
     async def removed() -> bool:
         return (
             await api.gone(name)
-            and await _read(cluster, "deployment", f"{name}-deployment-cloud") is None
-            and await _read(cluster, "deployment", f"{name}-deployment-edge") is None
-            and await _read(cluster, "service", f"{name}-cloud") is None
+            and await read_object(cluster, "deployment", f"{name}-deployment-cloud") is None
+            and await read_object(cluster, "deployment", f"{name}-deployment-edge") is None
+            and await read_object(cluster, "service", f"{name}-cloud") is None
         )
 
     await eventually(removed, 30, "Deployments, Service and the service gone")

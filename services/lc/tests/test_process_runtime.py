@@ -31,6 +31,8 @@ SCRIPT = textwrap.dedent(
     sys.stdout.flush()
     if mode == "exit":
         sys.exit(int(sys.argv[2]))
+    if mode == "crash-once" and len(open(marks).read().split()) == 1:
+        sys.exit(int(sys.argv[2]))  # the first start crashes, later ones keep running
     if mode == "spam":
         for i in range(2000):
             print("x" * 100)
@@ -164,6 +166,35 @@ async def test_on_failure_restarts_with_backoff(
     assert counts[:3] == [0, 1, 2]
     await runtime.remove(KEY)
     assert runtime.list_workers() == []
+
+
+async def test_last_termination_is_kept_while_it_runs_again(
+    sink: Any, script: Path, tmp_path: Path, eventually: Any
+) -> None:
+    marks = tmp_path / "marks"
+    obj = make_worker(script, "crash-once", "3", env={"MARKS": str(marks)})
+    first = new_runtime(sink, tmp_path)
+    await first.apply(obj, {})
+
+    def running_again() -> bool:
+        [view] = first.list_workers()
+        return starts(marks) == 2 and view.phase.value == "Running" and view.pid != 0
+
+    await eventually(running_again, what="running again after the crash")
+    [view] = first.list_workers()
+    assert (view.exit_code, view.restart_count) == (0, 1)  # the current state: running
+    assert view.last_exit_code == 3  # how it last ended is not lost
+    assert view.last_termination_reason == "exited with code 3"
+    await first.close()  # an LC restart keeps it too (the worker is adopted)
+
+    second = new_runtime(sink, tmp_path)
+    try:
+        await second.apply(obj, {})
+        [view] = second.list_workers()
+        assert (view.phase.value, view.last_exit_code) == ("Running", 3)
+        assert view.last_termination_reason == "exited with code 3"
+    finally:
+        await second.close(stop_workers=True)
 
 
 async def test_never_fails_and_no_command_fails(

@@ -30,8 +30,8 @@ from sedna_gm.workloads import (
 from .jointinference_support import env_of, model, service, template
 
 SETTINGS = WorkerEnvSettings(lc_server="http://lc:9100", kb_server="http://kb:9020")
-BIG = ResolvedModel("big", "/models/big.onnx")
-LITTLE = ResolvedModel("little", "/models/little.onnx")
+BIG = ResolvedModel("big", "/models/big.onnx", format="onnx")
+LITTLE = ResolvedModel("little", "/models/little.onnx", format="onnx")
 CLOUD_AT = ServiceEndpoint("ji-cloud.default", 5000)
 
 
@@ -53,6 +53,7 @@ def test_cloud_worker_env_contract_in_both_modes() -> None:
         "BIG_MODEL_BIND_PORT": "25123",
         "BIG_MODEL_NAME": "ji",
         "MODEL_URL": "/models/big.onnx",
+        "MODEL_FORMAT": "onnx",
     }  # no LC_SERVER: the node's LC sets its own
     assert local.replicas == 1
     assert local.spec.worker_type == "cloud"
@@ -101,6 +102,7 @@ def test_edge_worker_env_contract_and_host_network() -> None:
     assert (env["BIG_MODEL_IP"], env["BIG_MODEL_PORT"]) == ("10.0.0.7", "25123")
     assert env["BIG_MODEL_NAME"] == "ji"
     assert env["MODEL_URL"] == "/models/little.onnx"
+    assert env["MODEL_FORMAT"] == "onnx"
     assert env["WORKER_NAME"] == "ji-deployment-edge"
     assert "LC_SERVER" not in env
     assert local.spec.node_name == "edge-1"
@@ -111,6 +113,7 @@ def test_edge_worker_env_contract_and_host_network() -> None:
     env = env_of(k8s.spec)
     assert (env["BIG_MODEL_IP"], env["BIG_MODEL_PORT"]) == ("ji-cloud.default", "5000")
     assert env["LC_SERVER"] == "http://lc:9100"
+    assert env["MODEL_FORMAT"] == "onnx"
     pod = k8s.spec.template["spec"]
     assert pod["hostNetwork"] is True
     assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"  # the cloud Service name resolves
@@ -139,6 +142,23 @@ def test_template_env_wins_and_pins_the_port() -> None:
     obj = _stored(service(cloud_template=template(["serve"], env=bad)))
     with pytest.raises(WorkloadError, match=r"spec\.cloudWorker\.template.*'http' is not a port"):
         explicit_port(obj)
+
+
+@pytest.mark.parametrize("mode", [RuntimeMode.LOCAL, RuntimeMode.KUBERNETES])
+def test_model_format_is_injected_unless_absent_or_pinned(mode: RuntimeMode) -> None:
+    obj = _stored(service())
+    # A suffix-less URL: the format is what tells the inference server which backend to use.
+    big = ResolvedModel("big", "s3://models/big", format="pt")
+    cloud = build_cloud_worker(obj, big, mode=mode, settings=SETTINGS, port=5000)
+    assert env_of(cloud.spec)["MODEL_FORMAT"] == "pt"
+    bare = ResolvedModel("little", "/models/little.onnx")  # the Model sets no format
+    edge = build_edge_worker(obj, bare, mode=mode, settings=SETTINGS, cloud=CLOUD_AT)
+    assert "MODEL_FORMAT" not in env_of(edge.spec)
+
+    pinned = [{"name": "MODEL_FORMAT", "value": "torchscript"}]
+    obj = _stored(service(cloud_template=template(["serve"], node="cloud", env=pinned)))
+    cloud = build_cloud_worker(obj, big, mode=mode, settings=SETTINGS, port=5000)
+    assert env_of(cloud.spec)["MODEL_FORMAT"] == "torchscript"  # the template's entry wins
 
 
 def test_local_templates_need_a_command_named_by_its_field() -> None:
@@ -286,5 +306,6 @@ async def test_models_and_their_secrets_are_resolved_or_named() -> None:
     resolved, problems = await resolve_models(obj, informer, secrets)
     assert problems == []
     assert resolved["cloud"].secret is not None
-    assert resolved["edge"] == ResolvedModel("little", "/m/l.onnx", None)
+    # The Model's spec.format travels with it (MODEL_FORMAT in the workers' env).
+    assert resolved["edge"] == ResolvedModel("little", "/m/l.onnx", None, "onnx")
     assert (await resolve_s3_secret(secrets, "default", "s3")).access_key_id == "AK"

@@ -302,15 +302,19 @@ async def _hem_edit_rolls_the_edge_worker(env: Env, eventually: Any) -> None:
 
 
 async def _model_edit_rolls_the_cloud_worker(env: Env, eventually: Any, port: str) -> None:
-    # A new URL of the big model: its Model changed, not the service.
+    # A new URL and format of the big model: its Model changed, not the service.
     def new_url(o: ResourceObject) -> None:
-        o.spec["url"] = "/models/big-v2.onnx"
+        o.spec["url"] = "/models/big-v2"
+        o.spec["format"] = "pt"
 
     await update_object(env.store, ObjectKey("Model", "default", "big"), new_url)
 
     async def cloud_rolled() -> bool:
         worker = await _worker(env.store, CLOUD)
-        return worker is not None and env_of(worker.spec)["MODEL_URL"] == "/models/big-v2.onnx"
+        if worker is None:
+            return False
+        env_now = env_of(worker.spec)
+        return (env_now["MODEL_URL"], env_now.get("MODEL_FORMAT")) == ("/models/big-v2", "pt")
 
     await eventually(cloud_rolled, what="cloud worker rolled")
     cloud = await _worker(env.store, CLOUD)

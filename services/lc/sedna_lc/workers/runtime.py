@@ -81,7 +81,12 @@ class BackoffPolicy:
 
 @dataclass(frozen=True)
 class WorkerView:
-    """A worker as ``ListWorkers`` shows it."""
+    """A worker as ``ListWorkers`` shows it.
+
+    ``exit_code`` belongs to the current state (0 while it runs); ``last_exit_code`` and
+    ``last_termination_reason`` say how its process last ended, so a crash-looping worker's
+    real exit code is still there once it runs again (Kubernetes' ``lastState.terminated``).
+    """
 
     namespace: str
     name: str
@@ -92,6 +97,8 @@ class WorkerView:
     restart_count: int
     start_time: datetime | None
     message: str
+    last_exit_code: int = 0
+    last_termination_reason: str = ""
 
 
 def spec_hash(spec: Mapping[str, object], credentials: Mapping[str, str]) -> str:
@@ -310,6 +317,7 @@ class _Supervisor:
             if problem is None:
                 problem = f"exited with code {code}" if code is not None else "exit status unknown"
             exit_code = code if code is not None else -1
+            rec.last_exit_code, rec.last_termination_reason = exit_code, problem
             if not (
                 policy is RestartPolicy.ALWAYS
                 or (policy is RestartPolicy.ON_FAILURE and exit_code != 0)
@@ -484,6 +492,8 @@ class ProcessRuntime:
         if old is not None and old.spec_hash == hash_ and not problem:
             record.restart_count = old.restart_count
             record.phase, record.exit_code, record.message = old.phase, old.exit_code, old.message
+            record.last_exit_code = old.last_exit_code
+            record.last_termination_reason = old.last_termination_reason
             if old.pid and is_alive(old.pid, old.start_time):
                 record.pid, record.start_time = old.pid, old.start_time
                 adopt = True
@@ -585,6 +595,8 @@ class ProcessRuntime:
                     restart_count=rec.restart_count,
                     start_time=sup.started_wall if rec.pid else None,
                     message=rec.message,
+                    last_exit_code=rec.last_exit_code,
+                    last_termination_reason=rec.last_termination_reason,
                 )
             )
         return views

@@ -29,7 +29,11 @@ class WorkerRecord:
     restart_count
         Restarts so far.
     phase, exit_code, message
-        The last reported state.
+        The last reported state (a restarted worker is ``Running`` with exit code 0).
+    last_exit_code, last_termination_reason
+        How its process last ended (Kubernetes' ``lastState.terminated``), kept while it runs
+        again: the exit code (-1 when unknown) and why (``exited with code 3``, ``command
+        'x' not found``); 0 and "" until it first ends.
     owner
         The worker's owner (``apiVersion``, ``kind``, ``name``, ``namespace``, ``uid``).
     """
@@ -43,6 +47,8 @@ class WorkerRecord:
     phase: str = ""
     exit_code: int = 0
     message: str = ""
+    last_exit_code: int = 0
+    last_termination_reason: str = ""
     owner: dict[str, str] | None = None
 
 

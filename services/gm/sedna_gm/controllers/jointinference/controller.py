@@ -14,8 +14,8 @@ Every reconcile of a service:
    cloud worker has a registered node);
 5. writes phase, conditions (:mod:`.status`), ``active``/``failed`` and ``observedGeneration``.
 
-A changed worker spec (template, Model URL, HEM parameters, the cloud address) rolls that
-worker (:func:`~sedna_gm.workloads.lifecycle.plan_workers`); a worker that failed is recreated
+A changed worker spec (template, Model URL or format, HEM parameters, the cloud address) rolls
+that worker (:func:`~sedna_gm.workloads.lifecycle.plan_workers`); a worker that failed is recreated
 by the shared lifecycle rules. Deleting the service removes both workers and the Service before
 the finalizer is released. Edge reports (``kind: inference``) become ``status.metrics``
 (``ownerInfo`` without ``startTime``/``updateTime``) and Prometheus gauges (:mod:`.metrics`).

@@ -156,5 +156,6 @@ async def resolve_models(
                 message = f"{label} spec.credentialName: {exc}"
                 problems.append(ModelProblem(role, exc.reason, message))
                 continue
-        resolved[role] = ResolvedModel(name, url, secret)
+        model_format = str(model.spec.get("format") or "").strip()
+        resolved[role] = ResolvedModel(name, url, secret, model_format)
     return resolved, problems

@@ -3,14 +3,16 @@
 The cloud worker serves the big model, the edge worker runs the small model and sends hard
 examples to the cloud (reference §2.4, §2.5 and the joint-inference wire decisions):
 
-- cloud: ``MODEL_URL`` (the big model), ``BIG_MODEL_BIND_IP`` (``0.0.0.0``),
+- cloud: ``MODEL_URL`` and ``MODEL_FORMAT`` (the big model's ``spec.url`` and ``spec.format``,
+  the format only when the Model sets one), ``BIG_MODEL_BIND_IP`` (``0.0.0.0``),
   ``BIG_MODEL_BIND_PORT``, ``BIG_MODEL_NAME`` plus the common contract (``NAMESPACE``,
   ``SERVICE_NAME``, ``WORKER_NAME``, ``LC_SERVER``);
-- edge: ``MODEL_URL`` (the small model), ``HEM_NAME``, ``HEM_PARAMETERS`` (upstream's JSON list
-  of ``{"key", "value"}``), ``BIG_MODEL_IP``, ``BIG_MODEL_PORT``, ``BIG_MODEL_NAME`` plus the
-  common contract. On Kubernetes the edge pod uses the host network (as upstream, so it
-  reaches the node's LC at ``LC_SERVER``) with ``dnsPolicy: ClusterFirstWithHostNet`` unless
-  the template sets a policy, so the cloud Service's name resolves.
+- edge: ``MODEL_URL`` and ``MODEL_FORMAT`` (the small model), ``HEM_NAME``, ``HEM_PARAMETERS``
+  (upstream's JSON list of ``{"key", "value"}``), ``BIG_MODEL_IP``, ``BIG_MODEL_PORT``,
+  ``BIG_MODEL_NAME`` plus the common contract. On Kubernetes the edge pod uses the host
+  network (as upstream, so it reaches the node's LC at ``LC_SERVER``) with
+  ``dnsPolicy: ClusterFirstWithHostNet`` unless the template sets a policy, so the cloud
+  Service's name resolves.
 
 Both workers are Deployments (``<name>-deployment-cloud`` / ``-edge``; replicas from
 ``hpa.minReplicas``, else 1); in the local mode each is one process on its node, and
@@ -47,6 +49,7 @@ __all__ = [
     "DEFAULT_BIG_MODEL_PORT",
     "EDGE",
     "HOST_NETWORK_DNS_POLICY",
+    "MODEL_FORMAT_ENV",
     "ResolvedModel",
     "build_cloud_worker",
     "build_edge_worker",
@@ -67,6 +70,8 @@ DEFAULT_BIG_MODEL_PORT = 5000
 """Upstream's big-model port (the Kubernetes Service port and the default bind port)."""
 BIG_MODEL_BIND_PORT_ENV = "BIG_MODEL_BIND_PORT"
 HOST_NETWORK_DNS_POLICY = "ClusterFirstWithHostNet"
+MODEL_FORMAT_ENV = "MODEL_FORMAT"
+"""The Model's ``spec.format``, given to both workers next to ``MODEL_URL``."""
 
 _SPEC_KEYS = {CLOUD: "cloudWorker", EDGE: "edgeWorker"}
 
@@ -83,11 +88,14 @@ class ResolvedModel:
         Its ``spec.url``.
     secret
         The S3 credentials of its ``credentialName`` Secret (None without one).
+    format
+        Its ``spec.format`` (``onnx``, ``pt``, ``pb``, ...; "" when it sets none).
     """
 
     name: str
     url: str
     secret: S3Secret | None = None
+    format: str = ""
 
 
 def worker_name_of(service_name: str, role: str) -> str:
@@ -194,6 +202,9 @@ def _build(
     path = f"{spec_path(role)}.template"
     storage = StoragePlan(mode)
     storage.add("MODEL_URL", model.url)
+    if model.format:
+        # Next to MODEL_URL: a server picks its backend from it when the URL has no suffix.
+        feature_env = {**feature_env, MODEL_FORMAT_ENV: model.format}
     spec = template.get("spec")
     dns_policy = None
     if host_network and mode is RuntimeMode.KUBERNETES:
