@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .model import MODEL_KINDS
+from .config import DEFAULT_MMAP_THRESHOLD
+from .model import DEFAULT_MODEL, MODEL_KINDS
 from .results import (
     BATCHING_TARGET,
     FLOOR_TARGET,
@@ -31,9 +32,9 @@ if not console.is_terminal:
 
 HELP = "\n\n".join(
     [
-        "Benchmark the edge -> cloud offload of joint inference: the same ONNX CNN (built and "
-        "cached by the bench) and the same 3x224x224 float32 input (batch of 1), side by side "
-        "in one run, on four local server processes:",
+        "Benchmark the edge -> cloud offload of joint inference: the same ONNX model (--model; "
+        "built and cached by the bench) and the same 3x224x224 float32 input (batch of 1), "
+        "side by side in one run, on four local server processes:",
         "[bold]ours[/bold]: the real [bold]sedna-inference[/bold], OIP v2 gRPC ModelInfer with "
         "raw_input_contents, called through sedna.service.oip_client.InferenceClient (as "
         "JointInference does), once with dynamic batching and once with max batch size 1; "
@@ -45,7 +46,7 @@ HELP = "\n\n".join(
         "(closed loop: throughput and latency).",
         f"Targets: p50 offload overhead <= {FLOOR_TARGET:g}x the floor's and HTTP+JSON's >= "
         f"{HTTP_TARGET:g}x ours; with 32 clients, batching >= {BATCHING_TARGET:g}x the "
-        "throughput of batch size 1. The default run takes about 2 minutes on 2 cores, "
+        "throughput of batch size 1. The default run (vgg) takes about 5 minutes on 2 cores, "
         "--quick about 30 s.",
     ]
 )
@@ -106,11 +107,11 @@ def main(
     model: Annotated[
         str,
         typer.Option(
-            help="cnn: the benchmark's small CNN (compute-bound). mlp: a weight-bound "
-            "perceptron (154 MB of weights) to contrast the batching target; slow per "
-            "request, so pass fewer --requests.",
+            help="vgg: VGG-style big model, conv stem + 170 MB fully connected head "
+            "(weight-bound; the default). cnn: a small conv-only CNN (compute-bound, "
+            "~1 ms). mlp: a weight-bound perceptron (154 MB). The same model serves every path.",
         ),
-    ] = "cnn",
+    ] = DEFAULT_MODEL,
     clients: Annotated[
         int, typer.Option(min=1, help="Concurrent clients (threads) in the throughput phase.")
     ] = 32,
@@ -128,37 +129,31 @@ def main(
         float, typer.Option(min=0.0, help="sedna-inference --max-queue-delay-ms (both servers).")
     ] = 2.0,
     ort_threads: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
-            help="ONNX Runtime intra-op threads of the HTTP and floor servers (and of "
-            "sedna-inference with --patch-ours-ort); 0 = ORT's choice (one per physical core), "
-            "which is what sedna-inference uses: it has no setting for it.",
+            help="ONNX Runtime intra-op threads of every server (sedna-inference "
+            "--intra-op-threads); default: sedna-inference's own default, the server CPUs "
+            "minus one (at least 1); 0 = ORT's choice (one per physical core).",
         ),
-    ] = 0,
+    ] = None,
     ort_spinning: Annotated[
         bool,
         typer.Option(
-            help="Let idle ONNX Runtime threads spin (ORT's default, as in sedna-inference) in "
-            "the HTTP and floor servers."
-        ),
-    ] = True,
-    patch_ours_ort: Annotated[
-        bool,
-        typer.Option(
-            help="Experiment: give sedna-inference the same --ort-threads/--ort-spinning, by "
-            "wrapping onnxruntime.InferenceSession at its start-up (it has no such settings)."
+            help="Let idle ONNX Runtime threads spin in every server (ORT's default; "
+            "sedna-inference's default is --no-ort-spinning).",
         ),
     ] = False,
     malloc_mmap_threshold: Annotated[
         int,
         typer.Option(
             min=0,
-            help="Experiment: glibc malloc mmap threshold in bytes for every process (servers "
-            "by MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_, the clients by mallopt); "
-            "0 keeps glibc's defaults.",
+            help="glibc malloc mmap threshold in bytes for every process (servers by "
+            "MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_, the clients by mallopt); default: "
+            "what sedna-inference and InferenceClient set themselves (16 MiB); 0 keeps "
+            "glibc's defaults everywhere (SEDNA_MALLOC_MMAP_THRESHOLD=0 for ours).",
         ),
-    ] = 0,
+    ] = DEFAULT_MMAP_THRESHOLD,
     server_cpus: Annotated[
         str | None,
         typer.Option(help="Pin every server process to these CPUs, e.g. 1 (default: all)."),
@@ -206,7 +201,6 @@ def main(
         ort_spinning=ort_spinning,
         malloc_mmap_threshold=malloc_mmap_threshold,
         model_kind=model,
-        patch_ours_ort=patch_ours_ort,
         server_cpus=_cpus(server_cpus, "--server-cpus"),
         client_cpus=_cpus(client_cpus, "--client-cpus"),
         throughput=throughput,

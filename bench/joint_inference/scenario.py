@@ -24,7 +24,7 @@ from .callers import (
     floor_stats,
     offload_client_kind,
 )
-from .config import MODEL_NAME, BenchConfig
+from .config import MODEL_NAME, BenchConfig, server_ort_threads
 from .load import closed_loop, round_robin
 from .model import ensure_model, make_input
 from .results import (
@@ -63,10 +63,9 @@ def _work_dir(config: BenchConfig) -> Iterator[Path]:
 
 
 def _labels(config: BenchConfig, client_kind: str) -> dict[str, str]:
-    patched = ", ORT patched" if config.patch_ours_ort else ""
     return {
         OURS: f"ours: sedna-inference, {client_kind}, batching "
-        f"<= {config.max_batch_size} / {config.max_queue_delay_ms:g} ms{patched}",
+        f"<= {config.max_batch_size} / {config.max_queue_delay_ms:g} ms",
         OURS_B1: "ours, max batch size 1",
         OURS_B1_STUBS: "ours, max batch size 1, bare generated stubs",
         FLOOR_MODEL: "bare gRPC + same model run",
@@ -172,7 +171,9 @@ def run(config: BenchConfig, progress: Progress, machine: str) -> BenchResult:
     started = time.monotonic()
     if config.client_cpus:
         os.sched_setaffinity(0, config.client_cpus)
-    if config.malloc_mmap_threshold > 0 and not set_own_malloc(config.malloc_mmap_threshold):
+    if config.malloc_mmap_threshold <= 0:
+        os.environ["SEDNA_MALLOC_MMAP_THRESHOLD"] = "0"  # InferenceClient: keep glibc's
+    elif not set_own_malloc(config.malloc_mmap_threshold):
         progress("mallopt is not available: the clients keep their malloc settings")
     model = ensure_model(config.cache_dir, config.model_kind)
     client_kind = offload_client_kind()
@@ -180,7 +181,9 @@ def run(config: BenchConfig, progress: Progress, machine: str) -> BenchResult:
         key: (sorted(value) if isinstance(value, frozenset) else value)
         for key, value in vars(config).items()
     }
-    settings.update(offload_client=client_kind, model=model.name)
+    settings.update(
+        offload_client=client_kind, model=model.name, server_ort_threads=server_ort_threads(config)
+    )
     result = BenchResult(machine=machine, settings=settings, labels=_labels(config, client_kind))
     with _work_dir(config) as work:
         progress(f"model {model.name}; server logs in {work}")

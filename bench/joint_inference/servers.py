@@ -19,7 +19,7 @@ import requests
 from sedna.api.oip.v2 import grpc_service_pb2 as pb
 from sedna.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 
-from .config import MODEL_NAME, BenchConfig
+from .config import MODEL_NAME, BenchConfig, server_ort_threads
 from .processes import (
     ServerProcess,
     free_port,
@@ -52,14 +52,8 @@ class OursServer:
     def __init__(self, name: str, model: Path, log: Path, config: BenchConfig, batch: int) -> None:
         self.port = free_port()
         self.metrics_port = free_port()
-        launcher = sedna_inference_command()
-        if config.patch_ours_ort:
-            launcher = [*_module("ort_launcher"), "--threads", str(config.ort_threads)]
-            if not config.ort_spinning:
-                launcher.append("--no-spinning")
-            launcher.append("--")
         command = [
-            *launcher,
+            *sedna_inference_command(),
             "--model-name",
             MODEL_NAME,
             "--model-path",
@@ -76,6 +70,9 @@ class OursServer:
             "WARNING",
             "--drain-seconds",
             "1",
+            "--intra-op-threads",
+            str(server_ort_threads(config)),
+            "--ort-spinning" if config.ort_spinning else "--no-ort-spinning",
         ]
         self.process = ServerProcess(
             name,
@@ -106,9 +103,13 @@ class OursServer:
 
 
 def _malloc_env(threshold: int) -> dict[str, str]:
-    """glibc malloc settings for the servers: large buffers from the heap, kept (0: none)."""
+    """glibc malloc settings for every server: large buffers from the heap, kept.
+
+    0 keeps glibc's defaults everywhere, ``sedna-inference`` included (it raises the
+    threshold itself unless told not to).
+    """
     if threshold <= 0:
-        return {}
+        return {"SEDNA_MALLOC_MMAP_THRESHOLD": "0"}
     return {
         "MALLOC_MMAP_THRESHOLD_": str(threshold),
         "MALLOC_TRIM_THRESHOLD_": str(4 * threshold),
@@ -197,7 +198,7 @@ class Servers:
     @classmethod
     def create(cls, config: BenchConfig, model: Path, work: Path) -> Servers:
         http_port, floor_port = free_port(), free_port()
-        common = ["--model", str(model), "--threads", str(config.ort_threads)]
+        common = ["--model", str(model), "--threads", str(server_ort_threads(config))]
         if not config.ort_spinning:
             common.append("--no-spinning")
         cpus = _cpus(config.server_cpus)

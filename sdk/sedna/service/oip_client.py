@@ -29,6 +29,7 @@ from sedna.api.oip.v2 import grpc_service_pb2 as pb
 from sedna.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from sedna.common.errors import SednaError
 from sedna.runtime.channel import ChannelConfig, open_sync_channel
+from sedna.runtime.memory import tune_malloc
 from sedna.serving.convert import (
     JSON_CONTENT_TYPE,
     decode_outputs,
@@ -123,6 +124,12 @@ class InferenceClient:
     The model's metadata is fetched on the first :meth:`infer` and kept (fetched again
     after an INVALID_ARGUMENT answer, in case the model changed). Safe to use from
     several threads.
+
+    Creating a client raises this process's glibc malloc mmap threshold to 16 MiB
+    (:func:`sedna.runtime.memory.tune_malloc`): each request copies its tensor a few
+    times, and above the default threshold every copy is a fresh ``mmap`` with its page
+    faults. Opt out with ``SEDNA_MALLOC_MMAP_THRESHOLD=0`` (or set glibc's own
+    ``MALLOC_MMAP_THRESHOLD_``).
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class InferenceClient:
             raise ValueError(f"timeout must be > 0 seconds, not {timeout}")
         if not model_name:
             raise ValueError("model_name must not be empty")
+        tune_malloc()
         target = _target(host, port)
         if channel_config is None:
             channel_config = ChannelConfig(target=target)

@@ -1,10 +1,18 @@
 """Dynamic batching: one queue and one worker per model.
 
-Requests wait in the queue; the worker takes the first one and, while it has fewer than
-``max_batch_size`` requests, adds queued requests with the same batch key (same input
-datatypes and the same shapes past the batch dimension), waiting at most
-``max_queue_delay_ms`` for more to arrive. The batch runs as one backend call in a worker
-thread (:func:`asyncio.to_thread`) and the outputs are split back along axis 0.
+Adaptive batching: the worker never waits for a batch to fill on the off chance that more
+requests come. When it is idle and a request arrives, it lets the event loop run the
+handlers that are already runnable (one loop turn), takes the queued requests with the
+same batch key (same input datatypes and the same shapes past the batch dimension), up to
+``max_batch_size``, and runs them at once. While a batch runs, new requests queue up, and
+the next batch takes them all: under load, batches form by themselves, and a lone request
+is never delayed. ``max_queue_delay_ms`` only bounds the extra wait for requests that are
+*known* to be on their way: announced with :meth:`DynamicBatcher.arriving` (a caller that
+has accepted a request and is still preparing it) but not queued yet.
+
+The batch runs as one backend call in a worker thread (:func:`asyncio.to_thread`); the
+inputs are concatenated and the outputs split back along axis 0 in that thread too, off
+the event loop.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,10 +63,6 @@ class _Pending:
     future: asyncio.Future[Tensors]
     enqueued: float = field(default_factory=time.perf_counter)
 
-    @property
-    def rows(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
-
 
 class DynamicBatcher:
     """Queue and worker that batch a model's requests.
@@ -74,7 +78,8 @@ class DynamicBatcher:
     max_batch_size
         Most requests per backend call; 1 turns batching off.
     max_queue_delay_ms
-        Longest the worker waits for more requests once it holds one.
+        Longest the worker waits, once it holds a request, for requests announced by
+        :meth:`arriving` to reach the queue; it never waits when none is announced.
     batchable
         Whether the model accepts a variable first dimension on every input and output.
     """
@@ -96,6 +101,7 @@ class DynamicBatcher:
         self._max_batch_size = max_batch_size if batchable else 1
         self._max_delay = max(0.0, max_queue_delay_ms) / 1000.0
         self._queue: deque[_Pending] = deque()
+        self._arriving = 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -145,6 +151,38 @@ class DynamicBatcher:
                     await self._idle.wait()
         await self.stop()
 
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Announce a request that will be queued soon (e.g. while it is being decoded).
+
+        While at least one announced request is not queued yet, a worker holding a
+        partial batch waits for it, at most ``max_queue_delay_ms``. Leave the block once
+        the request is queued (:meth:`enqueue`) or given up.
+        """
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+            self._wakeup.set()  # a waiting worker re-checks what it still expects
+
+    def enqueue(self, inputs: Tensors) -> asyncio.Future[Tensors]:
+        """Queue one request; the future gets its outputs (see :meth:`submit`).
+
+        Raises
+        ------
+        ModelNotReadyError
+            The batcher is not running.
+        """
+        if self._task is None:
+            raise ModelNotReadyError(f"model {self._model!r} is not serving")
+        key = batch_key(inputs) if self._max_batch_size > 1 else None
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(inputs, key, future))
+        self._idle.clear()
+        self._wakeup.set()
+        return future
+
     async def submit(self, inputs: Tensors) -> Tensors:
         """Queue one request and wait for its outputs.
 
@@ -165,14 +203,16 @@ class DynamicBatcher:
         ModelNotReadyError
             The batcher is not running.
         """
-        if self._task is None:
-            raise ModelNotReadyError(f"model {self._model!r} is not serving")
-        key = batch_key(inputs) if self._max_batch_size > 1 else None
-        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(inputs, key, future))
-        self._idle.clear()
-        self._wakeup.set()
-        return await future
+        return await self.enqueue(inputs)
+
+    def _take(self, batch: list[_Pending]) -> bool:
+        """Move queued requests with the batch's key into it; False at a different key."""
+        key = batch[0].key
+        while self._queue and len(batch) < self._max_batch_size:
+            if self._queue[0].key != key:
+                return False
+            batch.append(self._queue.popleft())
+        return True
 
     async def _next_batch(self) -> list[_Pending]:
         while not self._queue:
@@ -180,15 +220,13 @@ class DynamicBatcher:
             await self._wakeup.wait()
         first = self._queue.popleft()
         batch = [first]
-        if first.key is None:
+        if first.key is None or self._max_batch_size == 1:
+            return batch
+        await asyncio.sleep(0)  # one loop turn: handlers already runnable queue their requests
+        if not self._take(batch):
             return batch
         deadline = time.perf_counter() + self._max_delay
-        while len(batch) < self._max_batch_size:
-            if self._queue:
-                if self._queue[0].key != first.key:
-                    break
-                batch.append(self._queue.popleft())
-                continue
+        while len(batch) < self._max_batch_size and self._arriving > 0:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
@@ -197,6 +235,8 @@ class DynamicBatcher:
                 async with asyncio.timeout(remaining):
                     await self._wakeup.wait()
             except TimeoutError:
+                break
+            if not self._take(batch):
                 break
         return batch
 
@@ -214,16 +254,8 @@ class DynamicBatcher:
         for pending in batch:
             self._queue_seconds.observe(started - pending.enqueued)
         self._batch_size.observe(len(batch))
-        if len(batch) == 1:
-            inputs = batch[0].inputs
-        else:
-            inputs = {
-                name: np.concatenate([p.inputs[name] for p in batch], axis=0)
-                for name in batch[0].inputs
-            }
         try:
-            outputs = await asyncio.to_thread(self._backend.infer, inputs)
-            results = _split(outputs, [p.rows for p in batch]) if len(batch) > 1 else [outputs]
+            results = await asyncio.to_thread(self._infer, [p.inputs for p in batch])
         except Exception as exc:
             _log.exception("inference failed", extra={"model": self._model, "batch": len(batch)})
             error = (
@@ -240,6 +272,14 @@ class DynamicBatcher:
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+    def _infer(self, requests: list[Tensors]) -> list[Tensors]:
+        """One backend call for ``requests`` (run in a worker thread): concatenate, split."""
+        if len(requests) == 1:
+            return [self._backend.infer(requests[0])]
+        inputs = {name: np.concatenate([r[name] for r in requests], axis=0) for name in requests[0]}
+        outputs = self._backend.infer(inputs)
+        return _split(outputs, [int(next(iter(r.values())).shape[0]) for r in requests])
 
 
 def _split(outputs: Tensors, rows: list[int]) -> list[Tensors]:

@@ -266,8 +266,10 @@ class ServedModel:
         BackendError
             The backend failed.
         """
-        self._check_requested(requested)
-        arrays = self.validate(inputs)
-        results = await self.batcher.submit(arrays)
+        with self.batcher.arriving():
+            self._check_requested(requested)
+            arrays = self.validate(inputs)
+            pending = self.batcher.enqueue(arrays)
+        results = await pending
         names = list(requested) or list(self._outputs) or list(results)
         return [self._output(name, results) for name in names]

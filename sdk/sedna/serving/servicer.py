@@ -15,6 +15,7 @@ from sedna import __version__
 from sedna.api.oip.v2 import grpc_service_pb2 as pb
 from sedna.api.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from sedna.runtime import ServiceServer
+from sedna.runtime.memory import tune_malloc
 from sedna.serving import convert
 from sedna.serving.errors import (
     BackendError,
@@ -138,6 +139,8 @@ def add_inference_service(
 
     The service is listed in reflection and has its own health entry
     (:data:`SERVICE_NAME`); the caller reports it SERVING once its models are loaded.
+    Raises this process's glibc malloc thresholds (:func:`sedna.runtime.memory.tune_malloc`;
+    opt out with ``SEDNA_MALLOC_MMAP_THRESHOLD=0``).
 
     Parameters
     ----------
@@ -153,6 +156,7 @@ def add_inference_service(
     InferenceServicer
         The registered servicer.
     """
+    tune_malloc()  # large tensors from the heap, not one mmap per copy (sedna.runtime.memory)
     servicer = InferenceServicer(models, server_name=server_name)
     server.add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, servicer, SERVICE_NAME)
     return servicer

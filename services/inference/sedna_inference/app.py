@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 from sedna.runtime import ServiceServer
-from sedna.serving import SERVICE_NAME, InferenceMetrics, add_inference_service
-from sedna_inference.backends import ModelLoader, load_backend
+from sedna.serving import SERVICE_NAME, Backend, InferenceMetrics, add_inference_service
+from sedna_inference.backends import ModelLoader, RuntimeOptions, load_backend
 from sedna_inference.repository import ModelConfig, ModelRepository
 from sedna_inference.settings import InferenceSettings
 
-__all__ = ["setup"]
+__all__ = ["configured_loader", "setup"]
+
+
+def configured_loader(options: RuntimeOptions) -> ModelLoader:
+    """:func:`~sedna_inference.backends.load_backend` with the runtime ``options``."""
+
+    def load(path: Path, *, model_format: str | None = None) -> Backend:
+        return load_backend(path, model_format=model_format, options=options)
+
+    return load
 
 
 async def setup(
-    server: ServiceServer, settings: InferenceSettings, *, loader: ModelLoader = load_backend
+    server: ServiceServer, settings: InferenceSettings, *, loader: ModelLoader | None = None
 ) -> ModelRepository:
     """Register the OIP servicer and load the configured model once the server is up.
 
@@ -33,13 +43,16 @@ async def setup(
     loader
         ``load(path, *, model_format) -> Backend``; by default
         :func:`~sedna_inference.backends.load_backend` (file suffix, directory layout, then
-        ``settings.model_format``).
+        ``settings.model_format``) with ``settings.runtime_options()`` (ONNX Runtime
+        threads and spinning).
 
     Returns
     -------
     ModelRepository
         The repository the servicer serves.
     """
+    if loader is None:
+        loader = configured_loader(settings.runtime_options())
     repository = ModelRepository(
         InferenceMetrics(server.registry), loader=loader, cache_dir=settings.model_cache_dir
     )

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from sedna.runtime import ServiceSettings
+from sedna_inference.backends.base import RuntimeOptions
 from sedna_inference.repository import DEFAULT_CACHE_DIR
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "UPSTREAM_BIND_PORT",
     "UPSTREAM_FORMAT_ENV",
     "InferenceSettings",
+    "default_intra_op_threads",
     "upstream_model",
 ]
 
@@ -65,6 +67,15 @@ def _upstream_port(environ: Mapping[str, str]) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(f"BIG_MODEL_BIND_PORT must be 0..65535, not {port}")
     return port
+
+
+def default_intra_op_threads() -> int:
+    """Intra-op threads when unset: the CPUs this process may use, minus one (at least 1)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 class InferenceSettings(ServiceSettings):
@@ -126,6 +137,34 @@ class InferenceSettings(ServiceSettings):
         default=2.0, ge=0, le=10_000, description="Longest a batch waits for more requests (ms)."
     )
 
+    intra_op_threads: int | None = Field(
+        default=None,
+        ge=0,
+        le=1024,
+        description=(
+            "ONNX Runtime threads inside one operator. Unset: one per CPU this process may"
+            " use, minus one left to the server's gRPC and event-loop threads (at least 1);"
+            " 0: ONNX Runtime's own choice (one per physical core)."
+        ),
+    )
+    inter_op_threads: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description=(
+            "ONNX Runtime threads running independent operators (parallel execution mode"
+            " only); 0: ONNX Runtime's choice."
+        ),
+    )
+    ort_spinning: bool = Field(
+        default=False,
+        description=(
+            "Let idle ONNX Runtime threads spin-wait for work (ONNX Runtime's default): a"
+            " little less latency on a dedicated host, but the spinning takes CPU from the"
+            " server's own threads when cores are shared."
+        ),
+    )
+
     @field_validator("model_path", mode="before")
     @classmethod
     def _path_as_text(cls, value: object) -> object:
@@ -145,6 +184,15 @@ class InferenceSettings(ServiceSettings):
         if self.model_name is None:
             self._apply_upstream_env(os.environ)
         return self
+
+    def runtime_options(self) -> RuntimeOptions:
+        """The backend runtime's threads and spinning (ONNX Runtime)."""
+        intra = self.intra_op_threads
+        return RuntimeOptions(
+            intra_op_threads=default_intra_op_threads() if intra is None else intra,
+            inter_op_threads=self.inter_op_threads,
+            spinning=self.ort_spinning,
+        )
 
     def _apply_upstream_env(self, environ: Mapping[str, str]) -> None:
         """Act as a JointInferenceService cloud worker when its env contract is present.

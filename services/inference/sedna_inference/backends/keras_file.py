@@ -31,7 +31,7 @@ import numpy.typing as npt
 from sedna.serving.errors import BackendError
 from sedna.serving.tensors import TensorSpec
 from sedna_inference.backends._tf import CPU, import_keras, import_tensorflow, spec_from
-from sedna_inference.backends.base import BackendMetadata
+from sedna_inference.backends.base import BackendMetadata, RuntimeOptions
 
 __all__ = ["KERAS_SUFFIXES", "KerasBackend", "load_keras"]
 
@@ -187,6 +187,9 @@ class KerasBackend:
         return {spec.name: np.asarray(v) for spec, v in zip(specs, values, strict=True)}
 
 
-def load_keras(path: Path) -> KerasBackend:
-    """:data:`~sedna_inference.backends.base.BackendLoader` for ``.keras``/``.h5`` files."""
+def load_keras(path: Path, options: RuntimeOptions | None = None) -> KerasBackend:
+    """:data:`~sedna_inference.backends.base.BackendLoader` for ``.keras``/``.h5`` files.
+
+    ``options`` are not used: TensorFlow's thread pools are process-wide.
+    """
     return KerasBackend(path)

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from sedna.serving.errors import BackendError
 from sedna.serving.tensors import DYNAMIC, TensorSpec
-from sedna_inference.backends.base import BackendMetadata
+from sedna_inference.backends.base import BackendMetadata, RuntimeOptions
 
 __all__ = ["OnnxBackend", "load_onnx"]
 
@@ -49,16 +49,34 @@ class OnnxBackend:
     path
         The ``.onnx`` file.
     intra_op_threads
-        Threads ONNX Runtime uses inside one operator; 0 lets it choose.
+        Threads ONNX Runtime uses inside one operator; 0 lets it choose (one per
+        physical core).
+    inter_op_threads
+        Threads for independent operators (parallel execution mode only); 0 lets it
+        choose.
+    spinning
+        Let idle intra-op threads spin-wait for work (ONNX Runtime's default); False sets
+        ``session.intra_op.allow_spinning`` to ``0``.
     """
 
-    def __init__(self, path: Path, *, intra_op_threads: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        spinning: bool = True,
+    ) -> None:
         try:
             import onnxruntime as ort  # type: ignore[import-untyped]  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise BackendError("ONNX models need onnxruntime: pip install 'sedna[onnx]'") from exc
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -86,6 +104,12 @@ class OnnxBackend:
         }
 
 
-def load_onnx(path: Path) -> OnnxBackend:
+def load_onnx(path: Path, options: RuntimeOptions | None = None) -> OnnxBackend:
     """:data:`~sedna_inference.backends.base.BackendLoader` for ``.onnx`` files."""
-    return OnnxBackend(path)
+    opts = options if options is not None else RuntimeOptions()
+    return OnnxBackend(
+        path,
+        intra_op_threads=opts.intra_op_threads,
+        inter_op_threads=opts.inter_op_threads,
+        spinning=opts.spinning,
+    )

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from sedna.serving.errors import BackendError
 from sedna.serving.tensors import TensorSpec
 from sedna_inference.backends._tf import CPU, import_tensorflow, spec_from
-from sedna_inference.backends.base import BackendMetadata
+from sedna_inference.backends.base import BackendMetadata, RuntimeOptions
 
 __all__ = ["SAVED_MODEL_MARKER", "SavedModelBackend", "load_pb", "load_saved_model"]
 
@@ -149,10 +149,11 @@ def _saved_model_dir(path: Path) -> Path:
     )
 
 
-def load_saved_model(path: Path) -> SavedModelBackend:
+def load_saved_model(path: Path, options: RuntimeOptions | None = None) -> SavedModelBackend:
     """:data:`~sedna_inference.backends.base.BackendLoader` for SavedModel directories.
 
-    ``path`` may also be the directory's ``saved_model.pb`` file.
+    ``path`` may also be the directory's ``saved_model.pb`` file. ``options`` are not used:
+    TensorFlow's thread pools are process-wide.
     """
     return SavedModelBackend(_saved_model_dir(path))
 

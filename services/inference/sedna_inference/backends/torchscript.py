@@ -1,7 +1,9 @@
-"""PyTorch backend: TorchScript models (``torch.jit.save``) on the CPU.
+"""PyTorch backends' common part (sidecar, inference), and TorchScript models on the CPU.
 
-TorchScript carries no static input/output shapes, so the tensor metadata comes from a
-sidecar JSON file next to the model, named after it plus ``.json`` (``model.pt`` →
+A ``.pt``/``.pth`` file is a TorchScript archive (``torch.jit.save``; this module) or a state
+dict plus a model class (:mod:`sedna_inference.backends.torch_state_dict`, which also picks
+between the two). Neither carries static input/output shapes, so the tensor metadata comes
+from a sidecar JSON file next to the model, named after it plus ``.json`` (``model.pt`` →
 ``model.pt.json``; for an ``s3://`` or ``http(s)://`` model, the source downloads
 ``<url>.json`` next to the cached copy)::
 
@@ -16,22 +18,33 @@ tensor (one declared output) or a tuple/list of tensors (one per declared output
 from __future__ import annotations
 
 import json
+import threading
 import warnings
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from sedna.serving.errors import BackendError
 from sedna.serving.tensors import DATATYPE_TO_NUMPY, DYNAMIC, TensorSpec, datatype_of
-from sedna_inference.backends.base import BackendMetadata
+from sedna_inference.backends.base import BackendMetadata, RuntimeOptions
 
-if TYPE_CHECKING:
-    import torch
-
-__all__ = ["SIDECAR_SUFFIX", "TorchScriptBackend", "load_torchscript", "sidecar_path"]
+__all__ = [
+    "SIDECAR_SUFFIX",
+    "Sidecar",
+    "TorchModuleBackend",
+    "TorchScriptBackend",
+    "first_line",
+    "import_torch",
+    "is_torchscript",
+    "load_torchscript",
+    "read_sidecar",
+    "sidecar_path",
+]
 
 SIDECAR_SUFFIX: Final = ".json"
 """Appended to the model file's name to find its metadata sidecar."""
@@ -42,6 +55,17 @@ _UNSUPPORTED: Final = frozenset({"BYTES"})
 def sidecar_path(model: Path) -> Path:
     """Return the metadata sidecar of ``model`` (``model.pt`` → ``model.pt.json``)."""
     return model.with_name(model.name + SIDECAR_SUFFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    """A model's metadata sidecar: its declared tensors, and the whole JSON object."""
+
+    path: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    document: Mapping[str, Any]
+    """Every field, for those a backend reads itself (a state dict's ``model_class``...)."""
 
 
 def _tensor_spec(raw: object, where: str) -> TensorSpec:
@@ -72,8 +96,8 @@ def _specs(document: Mapping[str, Any], key: str, source: str) -> tuple[TensorSp
     return specs
 
 
-def read_sidecar(model: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """Read the inputs and outputs declared in ``model``'s sidecar JSON.
+def read_sidecar(model: Path) -> Sidecar:
+    """Read ``model``'s sidecar JSON: its declared inputs and outputs, and its other fields.
 
     Raises
     ------
@@ -83,7 +107,7 @@ def read_sidecar(model: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec,
     path = sidecar_path(model)
     if not path.is_file():
         raise BackendError(
-            f"TorchScript model {model.name!r} needs a metadata file {str(path)!r}, named "
+            f"PyTorch model {model.name!r} needs a metadata file {str(path)!r}, named "
             "after the model plus '.json' (a remote model's comes from its URL plus '.json'): "
             '{"inputs": [{"name", "datatype", "shape"}...], "outputs": [...]}'
         )
@@ -93,46 +117,76 @@ def read_sidecar(model: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec,
         raise BackendError(f"cannot read {str(path)!r}: {exc}") from exc
     if not isinstance(document, dict):
         raise BackendError(f"{path.name}: expected a JSON object with 'inputs' and 'outputs'")
-    return _specs(document, "inputs", path.name), _specs(document, "outputs", path.name)
+    return Sidecar(
+        path=path,
+        inputs=_specs(document, "inputs", path.name),
+        outputs=_specs(document, "outputs", path.name),
+        document=document,
+    )
 
 
-def _import_torch() -> Any:
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip holding ``<name>/constants.pkl``.
+
+    ``torch.save`` writes a zip too (or, in the legacy format, a pickle), but without
+    ``constants.pkl``; this is how ``torch.load`` tells them apart. Reads no pickle.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(
+                name.count("/") == 1 and name.endswith("/constants.pkl")
+                for name in archive.namelist()
+            )
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def import_torch() -> Any:
+    """Import ``torch``, or raise a :class:`BackendError` saying how to install it."""
     try:
         import torch  # noqa: PLC0415
     except ImportError as exc:
         raise BackendError(
-            "TorchScript models (.pt, .pth) need PyTorch: pip install 'sedna[torch]'"
+            "PyTorch models (.pt, .pth) need PyTorch: pip install 'sedna[torch]'"
         ) from exc
     return torch
 
 
-class TorchScriptBackend:
-    """A TorchScript module loaded with ``torch.jit.load`` on the CPU, in eval mode.
+class TorchModuleBackend:
+    """A loaded torch module (in eval mode, on the CPU) called with the sidecar's tensors.
+
+    ``infer`` runs under ``torch.inference_mode()``, one call at a time.
 
     Parameters
     ----------
-    path
-        The ``.pt``/``.pth`` file; its sidecar ``<path>.json`` declares inputs and outputs.
+    torch
+        The ``torch`` module (imported by the subclass, with :func:`import_torch`).
+    module
+        The callable model: a ``ScriptModule`` or an ``nn.Module``.
+    platform
+        The model's OIP platform name.
+    sidecar
+        The model's sidecar: its inputs and outputs are the model's.
     """
 
-    def __init__(self, path: Path) -> None:
-        inputs, outputs = read_sidecar(path)
-        self._torch = _import_torch()
-        try:
-            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; it still works
-                warnings.simplefilter("ignore", DeprecationWarning)
-                module: torch.jit.ScriptModule = self._torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:  # torch raises RuntimeError and its own types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BackendError(f"torch cannot load {path.name!r}: {first}") from exc
-        module.eval()
+    def __init__(
+        self, torch: Any, module: Callable[..., object], platform: str, sidecar: Sidecar
+    ) -> None:
+        self._torch = torch
         self._module = module
+        self._lock = threading.Lock()
         self._metadata = BackendMetadata(
-            platform="pytorch_libtorch", inputs=inputs, outputs=outputs
+            platform=platform, inputs=sidecar.inputs, outputs=sidecar.outputs
         )
 
     def metadata(self) -> BackendMetadata:
-        """Return the platform (``pytorch_libtorch``) and the sidecar's inputs and outputs."""
+        """Return the platform and the sidecar's inputs and outputs."""
         return self._metadata
 
     def infer(
@@ -146,7 +200,7 @@ class TorchScriptBackend:
             if not array.flags.writeable:  # torch.from_numpy warns on read-only buffers
                 array = array.copy()
             args.append(torch.from_numpy(array))
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             result = self._module(*args)
         specs = self._metadata.outputs
         values = [result] if isinstance(result, torch.Tensor) else result
@@ -174,6 +228,34 @@ def _describe(result: object, torch: Any) -> str:
     return "a tensor" if isinstance(result, torch.Tensor) else type(result).__name__
 
 
-def load_torchscript(path: Path) -> TorchScriptBackend:
-    """:data:`~sedna_inference.backends.base.BackendLoader` for ``.pt``/``.pth`` files."""
+class TorchScriptBackend(TorchModuleBackend):
+    """A TorchScript module loaded with ``torch.jit.load`` on the CPU, in eval mode.
+
+    Parameters
+    ----------
+    path
+        The ``.pt``/``.pth`` file; its sidecar ``<path>.json`` declares inputs and outputs.
+    sidecar
+        That sidecar, when already read.
+    """
+
+    def __init__(self, path: Path, sidecar: Sidecar | None = None) -> None:
+        sidecar = sidecar if sidecar is not None else read_sidecar(path)
+        torch = import_torch()
+        try:
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; it still works
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # torch raises RuntimeError and its own types
+            raise BackendError(f"torch cannot load {path.name!r}: {first_line(exc)}") from exc
+        module.eval()
+        super().__init__(torch, module, "pytorch_libtorch", sidecar)
+
+
+def load_torchscript(path: Path, options: RuntimeOptions | None = None) -> TorchScriptBackend:
+    """:data:`~sedna_inference.backends.base.BackendLoader` for TorchScript files only.
+
+    :func:`~sedna_inference.backends.torch_state_dict.load_pytorch` (registered for
+    ``.pt``/``.pth``) takes state dicts too.
+    """
     return TorchScriptBackend(path)
