@@ -10,9 +10,17 @@ is never delayed. ``max_queue_delay_ms`` only bounds the extra wait for requests
 *known* to be on their way: announced with :meth:`DynamicBatcher.arriving` (a caller that
 has accepted a request and is still preparing it) but not queued yet.
 
-The batch runs as one backend call in a worker thread (:func:`asyncio.to_thread`); the
-inputs are concatenated and the outputs split back along axis 0 in that thread too, off
-the event loop.
+The batch runs as one backend call on the model's own worker thread (one single-thread
+executor per model, so calls never overlap); the inputs are concatenated and the outputs
+split back along axis 0 in that thread too, off the event loop.
+
+Short calls skip the thread hop: when ``inline_compute_ms`` > 0, the model is idle, and
+its recent single-request calls took at most that long (a moving average, first learned
+on the worker thread), a lone request runs on the event loop in the caller's task. The
+hop (a thread wake-up there and back) costs ~0.2 ms, as much as a small model's compute;
+blocking the loop for a call that short delays nothing measurably, while a longer call
+still goes to the thread. A request that finds others to batch with goes to the thread
+too.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Hashable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +49,9 @@ _log = logging.getLogger(__name__)
 
 Tensors = dict[str, npt.NDArray[np.generic]]
 """Tensors by name."""
+
+_SOLO_SMOOTHING: Final = 0.2
+"""Weight of the newest single-request call in the moving average of their durations."""
 
 
 def batch_key(inputs: Mapping[str, npt.NDArray[np.generic]]) -> Hashable | None:
@@ -82,6 +95,11 @@ class DynamicBatcher:
         :meth:`arriving` to reach the queue; it never waits when none is announced.
     batchable
         Whether the model accepts a variable first dimension on every input and output.
+    inline_compute_ms
+        Run a lone request on the event loop instead of the worker thread when the model's
+        single-request calls average at most this long (see the module docstring); 0 (the
+        default) always uses the worker thread. Only for backends that may run on the
+        event loop's thread (no event loop of their own, no thread-local state).
     """
 
     def __init__(
@@ -93,6 +111,7 @@ class DynamicBatcher:
         max_batch_size: int = 1,
         max_queue_delay_ms: float = 0.0,
         batchable: bool = False,
+        inline_compute_ms: float = 0.0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -106,6 +125,10 @@ class DynamicBatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a batch is being gathered or run (by the worker or a caller)
+        self._inline_max = max(0.0, inline_compute_ms) / 1000.0
+        self._solo: float | None = None  # moving average of single-request call seconds
+        self._executor: ThreadPoolExecutor | None = None
         self._batch_size = metrics.batch_size.labels(model=model)
         self._queue_seconds = metrics.queue_seconds.labels(model=model)
         self._compute_seconds = metrics.compute_seconds.labels(model=model)
@@ -118,6 +141,8 @@ class DynamicBatcher:
     def start(self) -> None:
         """Start the worker task on the running event loop."""
         if self._task is None:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self._model}")
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"batcher-{self._model}"
             )
@@ -128,6 +153,9 @@ class DynamicBatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)  # a running call finishes on its own
+            self._executor = None
         while self._queue:
             pending = self._queue.popleft()
             if not pending.future.done():
@@ -164,7 +192,8 @@ class DynamicBatcher:
             yield
         finally:
             self._arriving -= 1
-            self._wakeup.set()  # a waiting worker re-checks what it still expects
+            if self._busy:
+                self._wakeup.set()  # a gathering worker re-checks what it still expects
 
     def enqueue(self, inputs: Tensors) -> asyncio.Future[Tensors]:
         """Queue one request; the future gets its outputs (see :meth:`submit`).
@@ -203,7 +232,36 @@ class DynamicBatcher:
         ModelNotReadyError
             The batcher is not running.
         """
-        return await self.enqueue(inputs)
+        if self._task is None or self._busy or self._queue or not self._inline_ok():
+            return await self.enqueue(inputs)
+        # Idle, and the model's calls are short: gather and run the batch in this task.
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        key = batch_key(inputs) if self._max_batch_size > 1 else None
+        self._queue.append(_Pending(inputs, key, future))
+        self._idle.clear()
+        self._busy = True
+        try:
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                future.cancel()  # cancelled while gathering: the others go back to the queue
+                raise
+            live = [p for p in batch if not p.future.done()]
+            if len(live) == 1:
+                self._execute_inline(live)
+            else:  # others to batch with: the worker runs it on the thread
+                self._queue.extendleft(reversed(live))
+        finally:
+            self._busy = False
+            if self._queue:
+                self._wakeup.set()
+            else:
+                self._idle.set()
+        return await future
+
+    def _inline_ok(self) -> bool:
+        solo = self._solo
+        return solo is not None and solo <= self._inline_max
 
     def _take(self, batch: list[_Pending]) -> bool:
         """Move queued requests with the batch's key into it; False at a different key."""
@@ -215,13 +273,18 @@ class DynamicBatcher:
         return True
 
     async def _next_batch(self) -> list[_Pending]:
-        while not self._queue:
-            self._wakeup.clear()
-            await self._wakeup.wait()
+        """Take the next batch from the (non-empty) queue; cancelled: it goes back."""
         first = self._queue.popleft()
         batch = [first]
         if first.key is None or self._max_batch_size == 1:
             return batch
+        try:
+            return await self._gather(batch)
+        except BaseException:
+            self._queue.extendleft(reversed(batch))
+            raise
+
+    async def _gather(self, batch: list[_Pending]) -> list[_Pending]:
         await asyncio.sleep(0)  # one loop turn: handlers already runnable queue their requests
         if not self._take(batch):
             return batch
@@ -242,41 +305,81 @@ class DynamicBatcher:
 
     async def _run(self) -> None:
         while True:
-            batch = await self._next_batch()
-            live = [p for p in batch if not p.future.done()]  # callers may have gone
-            if live:
-                await self._execute(live)
+            while not self._queue or self._busy:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            self._busy = True
+            try:
+                batch = await self._next_batch()
+                live = [p for p in batch if not p.future.done()]  # callers may have gone
+                if live:
+                    await self._execute(live)
+            finally:
+                self._busy = False
             if not self._queue:
                 self._idle.set()
 
-    async def _execute(self, batch: list[_Pending]) -> None:
+    def _started(self, batch: list[_Pending]) -> float:
         started = time.perf_counter()
         for pending in batch:
             self._queue_seconds.observe(started - pending.enqueued)
         self._batch_size.observe(len(batch))
-        try:
-            results = await asyncio.to_thread(self._infer, [p.inputs for p in batch])
-        except Exception as exc:
-            _log.exception("inference failed", extra={"model": self._model, "batch": len(batch)})
-            error = (
-                exc
-                if isinstance(exc, BackendError)
-                else BackendError(f"model {self._model!r} failed to run: {_summary(exc)}")
-            )
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
-            return
-        finally:
-            self._compute_seconds.observe(time.perf_counter() - started)
+        return started
+
+    def _fail(self, batch: list[_Pending], exc: Exception) -> None:
+        _log.exception("inference failed", extra={"model": self._model, "batch": len(batch)})
+        error = (
+            exc
+            if isinstance(exc, BackendError)
+            else BackendError(f"model {self._model!r} failed to run: {_summary(exc)}")
+        )
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    @staticmethod
+    def _deliver(batch: list[_Pending], results: list[Tensors]) -> None:
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
 
+    async def _execute(self, batch: list[_Pending]) -> None:
+        started = self._started(batch)
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(
+                self._executor, self._infer, [p.inputs for p in batch]
+            )
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        finally:
+            self._compute_seconds.observe(time.perf_counter() - started)
+        self._deliver(batch, results)
+
+    def _execute_inline(self, batch: list[_Pending]) -> None:
+        started = self._started(batch)
+        try:
+            results = self._infer([p.inputs for p in batch])
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        finally:
+            self._compute_seconds.observe(time.perf_counter() - started)
+        self._deliver(batch, results)
+
     def _infer(self, requests: list[Tensors]) -> list[Tensors]:
-        """One backend call for ``requests`` (run in a worker thread): concatenate, split."""
+        """One backend call for ``requests`` (worker thread or inline): concatenate, split."""
         if len(requests) == 1:
-            return [self._backend.infer(requests[0])]
+            started = time.perf_counter()
+            try:
+                return [self._backend.infer(requests[0])]
+            finally:
+                elapsed = time.perf_counter() - started
+                solo = self._solo
+                self._solo = (
+                    elapsed if solo is None else solo + _SOLO_SMOOTHING * (elapsed - solo)
+                )
         inputs = {name: np.concatenate([r[name] for r in requests], axis=0) for name in requests[0]}
         outputs = self._backend.infer(inputs)
         return _split(outputs, [int(next(iter(r.values())).shape[0]) for r in requests])

@@ -115,6 +115,9 @@ class ServedModel:
     encode_output
         Applied to every output of a request after the batch is split (e.g. to JSON-encode
         Python objects); None leaves outputs as the backend returned them.
+    inline_compute_ms
+        Let a lone request run on the event loop when the model's calls are that short
+        (:class:`~sedna.serving.batcher.DynamicBatcher`); 0 (the default): never.
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class ServedModel:
         max_batch_size: int = 1,
         max_queue_delay_ms: float = 0.0,
         encode_output: OutputEncoder | None = None,
+        inline_compute_ms: float = 0.0,
     ) -> None:
         self.name = name
         self.version = version
@@ -149,6 +153,7 @@ class ServedModel:
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,
             batchable=batchable(meta),
+            inline_compute_ms=inline_compute_ms,
         )
 
     def _validate_undeclared(self, inputs: Sequence[InputTensor]) -> Tensors:
@@ -269,7 +274,6 @@ class ServedModel:
         with self.batcher.arriving():
             self._check_requested(requested)
             arrays = self.validate(inputs)
-            pending = self.batcher.enqueue(arrays)
-        results = await pending
+        results = await self.batcher.submit(arrays)  # queued before anything else runs
         names = list(requested) or list(self._outputs) or list(results)
         return [self._output(name, results) for name in names]

@@ -64,6 +64,7 @@ async def setup(
                 version=settings.model_version,
                 max_batch_size=settings.max_batch_size,
                 max_queue_delay_ms=settings.max_queue_delay_ms,
+                inline_compute_ms=settings.inline_compute_ms,
                 reload_interval_s=settings.reload_interval_seconds,
                 format=settings.model_format,
             )

@@ -69,6 +69,9 @@ class ModelConfig:
         Most requests per backend call; 1 turns dynamic batching off.
     max_queue_delay_ms
         Longest a batch waits for more requests.
+    inline_compute_ms
+        A lone request runs on the event loop while the model's calls average at most this
+        long (:class:`~sedna.serving.batcher.DynamicBatcher`); 0: never.
     reload_interval_s
         How often :meth:`ModelRepository.watch` polls the source for a new version; 0 never.
     """
@@ -78,6 +81,7 @@ class ModelConfig:
     version: str = "1"
     max_batch_size: int = 1
     max_queue_delay_ms: float = 0.0
+    inline_compute_ms: float = 0.0
     reload_interval_s: float = 0.0
     format: str | None = None
 
@@ -181,6 +185,7 @@ class ModelRepository:
                 version=config.version,
                 max_batch_size=config.max_batch_size,
                 max_queue_delay_ms=config.max_queue_delay_ms,
+                inline_compute_ms=config.inline_compute_ms,
             )
         except Exception as exc:
             if self._fetched.get(config.name) != fetched:

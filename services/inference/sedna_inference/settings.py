@@ -136,6 +136,16 @@ class InferenceSettings(ServiceSettings):
     max_queue_delay_ms: float = Field(
         default=2.0, ge=0, le=10_000, description="Longest a batch waits for more requests (ms)."
     )
+    inline_compute_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1_000,
+        description=(
+            "Run a lone request on the event loop, without the hop to the model's worker"
+            " thread (~0.2 ms), while the model's single-request calls average at most this"
+            " long (ms); 0: always on the worker thread."
+        ),
+    )
 
     intra_op_threads: int | None = Field(
         default=None,
