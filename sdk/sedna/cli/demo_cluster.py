@@ -55,7 +55,9 @@ class WorkerState:
     phase
         ``Pending``, ``Running``, ``Succeeded``, ``Failed`` (``Unknown`` otherwise).
     exit_code, restart_count
-        As the LocalController reports them.
+        As the LocalController reports them (``exit_code`` is 0 while it runs again).
+    last_exit_code, last_termination_reason
+        How its process last ended (``exited with code 3``); 0 and "" until it first ends.
     """
 
     node: str
@@ -65,6 +67,8 @@ class WorkerState:
     phase: str
     exit_code: int
     restart_count: int
+    last_exit_code: int = 0
+    last_termination_reason: str = ""
 
 
 def find_workers(
@@ -92,6 +96,8 @@ def find_workers(
                     phase=_PHASES.get(info.phase, "Unknown"),
                     exit_code=info.exit_code,
                     restart_count=info.restart_count,
+                    last_exit_code=info.last_exit_code,
+                    last_termination_reason=info.last_termination_reason,
                 )
             )
     return found
@@ -104,7 +110,10 @@ def worker_problem(worker: WorkerState) -> str | None:
     if worker.phase == "Succeeded":
         return f"worker {worker.name} on node {worker.node} exited (exit code 0)"
     if worker.restart_count >= CRASH_LOOP_RESTARTS:
-        code = f"exit code {worker.exit_code}, " if worker.exit_code else ""
+        if worker.last_termination_reason:
+            code = f"{worker.last_termination_reason}, "
+        else:
+            code = f"exit code {worker.exit_code}, " if worker.exit_code else ""
         return (
             f"worker {worker.name} on node {worker.node} keeps exiting ({code}restarted "
             f"{worker.restart_count} times)"

@@ -165,6 +165,16 @@ def _worker(**overrides: object) -> WorkerState:
             {"phase": "Running", "restart_count": 3},
             "worker svc-deployment-edge on node edge-1 keeps exiting (restarted 3 times)",
         ),
+        (
+            {
+                "phase": "Running",
+                "restart_count": 3,
+                "last_exit_code": 3,
+                "last_termination_reason": "exited with code 3",
+            },
+            "worker svc-deployment-edge on node edge-1 keeps exiting (exited with code 3, "
+            "restarted 3 times)",
+        ),
     ],
 )
 def test_worker_problem(overrides: dict[str, object], problem: str | None) -> None:

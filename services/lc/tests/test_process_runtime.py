@@ -185,6 +185,10 @@ async def test_last_termination_is_kept_while_it_runs_again(
     assert (view.exit_code, view.restart_count) == (0, 1)  # the current state: running
     assert view.last_exit_code == 3  # how it last ended is not lost
     assert view.last_termination_reason == "exited with code 3"
+    # ... and goes to the GM with the Running report (a crash-looping worker's real exit code)
+    running = [s for s in states(sink) if s.phase == P.WORKER_PHASE_RUNNING]
+    assert [(s.exit_code, s.last_exit_code) for s in running] == [(0, 0), (0, 3)]
+    assert running[-1].last_termination_reason == "exited with code 3"
     await first.close()  # an LC restart keeps it too (the worker is adopted)
 
     second = new_runtime(sink, tmp_path)

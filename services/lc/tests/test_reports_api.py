@@ -190,6 +190,37 @@ async def grpc_lc(sink: Any, tmp_path: Path) -> AsyncIterator[tuple[grpc.aio.Cha
     await runtime.close(stop_workers=True)
 
 
+async def test_grpc_list_workers_shows_the_last_exit_code_after_a_restart(
+    grpc_lc: Any, tmp_path: Path
+) -> None:
+    channel, runtime = grpc_lc
+    marks = tmp_path / "marks"
+    script = tmp_path / "w.py"  # the first start crashes with code 3, the next one runs
+    script.write_text(
+        "import sys, time\n"
+        f"m = open({str(marks)!r}, 'a+'); m.write('x'); m.close()\n"
+        f"if len(open({str(marks)!r}).read()) == 1: sys.exit(3)\n"
+        "time.sleep(60)\n"
+    )
+    await runtime.apply(_worker(script), {})
+    agent = pb_grpc.NodeAgentServiceStub(channel)
+
+    async def listed() -> pb.WorkerInfo:
+        [info] = (await agent.ListWorkers(pb.ListWorkersRequest())).workers
+        return info
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        w = await listed()
+        if (w.phase, w.restart_count) == (types_pb2.WORKER_PHASE_RUNNING, 1) and w.pid:
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"not running again: {w}"
+        await asyncio.sleep(0.02)
+    assert w.exit_code == 0  # the current state: running
+    assert w.last_exit_code == 3
+    assert w.last_termination_reason == "exited with code 3"
+
+
 async def test_grpc_report_dedup_and_default_owner_kind(
     grpc_lc: Any, sink: Any, tmp_path: Path, eventually: Any
 ) -> None:

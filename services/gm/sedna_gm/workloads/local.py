@@ -78,9 +78,16 @@ _UNBOUND_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
 def worker_status_of(obj: ResourceObject) -> WorkerStatus:
-    """The :class:`WorkerStatus` recorded on a ``Worker`` object."""
+    """The :class:`WorkerStatus` recorded on a ``Worker`` object.
+
+    Its ``exit_code`` is the finished worker's, else how its process last ended
+    (``status.lastState.exitCode``, as a Pod's ``lastState.terminated``), else None.
+    """
     status = obj.status
     exit_code = status.get("exitCode")
+    if exit_code is None:
+        last = status.get("lastState")
+        exit_code = last.get("exitCode") if isinstance(last, Mapping) else None
     try:
         phase = WorkerPhaseName(status.get("phase") or WorkerPhaseName.PENDING)
     except ValueError:
@@ -453,6 +460,10 @@ class LocalWorkloadRuntime:
     ) -> None:
         """Record a node's report; reports for unknown workers or from another node are ignored.
 
+        The ``Worker``'s status becomes ``phase``, ``restartCount``, ``message``, ``exitCode``
+        (once finished) and ``lastState: {exitCode, reason}`` (how its process last ended,
+        kept while it runs again; absent until it first ends).
+
         Raises
         ------
         WorkloadError
@@ -484,6 +495,11 @@ class LocalWorkloadRuntime:
             }
             if phase in (WorkerPhaseName.SUCCEEDED, WorkerPhaseName.FAILED):
                 obj.status["exitCode"] = int(state.exit_code)
+            if state.last_termination_reason:  # it has ended at least once
+                obj.status["lastState"] = {
+                    "exitCode": int(state.last_exit_code),
+                    "reason": state.last_termination_reason,
+                }
             await self._put_status(obj)
 
     async def _put_status(self, obj: ResourceObject) -> None:

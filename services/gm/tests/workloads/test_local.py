@@ -139,6 +139,37 @@ async def test_states_are_recorded_and_survive_restart(store: SqlResourceStore |
     await rt.delete_worker("ns", "w1")  # absent: no error
 
 
+async def test_last_termination_is_written_to_the_worker_status(
+    store: SqlResourceStore | None,
+) -> None:
+    rt = LocalWorkloadRuntime(RecordingMessenger(), store=store)
+    await rt.ensure_worker("w1", _spec())
+    await rt.observe_worker_state(
+        "cloud-node",
+        _state(
+            "w1",
+            types_pb2.WORKER_PHASE_RUNNING,
+            restart_count=1,
+            last_exit_code=3,
+            last_termination_reason="exited with code 3",
+        ),
+    )
+    [(obj, _)] = await rt.desired_objects("cloud-node")
+    assert obj.status == {
+        "phase": "Running",
+        "restartCount": 1,
+        "message": "",
+        "lastState": {"exitCode": 3, "reason": "exited with code 3"},
+    }
+    [status] = await rt.list_workers(OWNER)  # as a Pod's lastState.terminated.exitCode
+    assert (status.phase, status.exit_code) == (WorkerPhaseName.RUNNING, 3)
+    await rt.observe_worker_state("cloud-node", _state("w1", types_pb2.WORKER_PHASE_RUNNING))
+    [(obj, _)] = await rt.desired_objects("cloud-node")
+    assert "lastState" not in obj.status  # never ended yet: no last state
+    [status] = await rt.list_workers(OWNER)
+    assert status.exit_code is None
+
+
 async def test_lifecycle_through_local_runtime() -> None:
     messenger = RecordingMessenger()
     rt = LocalWorkloadRuntime(messenger)

@@ -118,6 +118,8 @@ class NodeAgentServicer(pb_grpc.NodeAgentServiceServicer):
                 pid=view.pid,
                 exit_code=view.exit_code,
                 restart_count=view.restart_count,
+                last_exit_code=view.last_exit_code,
+                last_termination_reason=view.last_termination_reason,
             )
             if view.owner is not None:
                 info.owner.CopyFrom(

@@ -191,6 +191,8 @@ class _Supervisor:
                 exit_code=exit_code,
                 restart_count=rec.restart_count,
                 message=message,
+                last_exit_code=rec.last_exit_code,
+                last_termination_reason=rec.last_termination_reason,
             ),
         )
         logger.info(

@@ -519,11 +519,19 @@ class WorkerState(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     RESTART_COUNT_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    LAST_EXIT_CODE_FIELD_NUMBER: _builtins.int
+    LAST_TERMINATION_REASON_FIELD_NUMBER: _builtins.int
     worker_name: _builtins.str
     phase: _types_pb2.WorkerPhase.ValueType
     exit_code: _builtins.int
     restart_count: _builtins.int
     message: _builtins.str
+    last_exit_code: _builtins.int
+    """How the process last ended, kept while it runs again (Kubernetes'
+    lastState.terminated): its exit code (-1 when unknown) and why ("exited with code 3");
+    0 and "" until it first ends.
+    """
+    last_termination_reason: _builtins.str
     def __init__(
         self,
         *,
@@ -532,10 +540,12 @@ class WorkerState(_message.Message):
         exit_code: _builtins.int = ...,
         restart_count: _builtins.int = ...,
         message: _builtins.str = ...,
+        last_exit_code: _builtins.int = ...,
+        last_termination_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "message", b"message", "phase", b"phase", "restart_count", b"restart_count", "worker_name", b"worker_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "last_exit_code", b"last_exit_code", "last_termination_reason", b"last_termination_reason", "message", b"message", "phase", b"phase", "restart_count", b"restart_count", "worker_name", b"worker_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sedna.api.common.v1 import types_pb2 as sedna_dot_api_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sedna/api/lc/v1/worker_service.proto\x12\x0fsedna.api.lc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsedna/api/common/v1/types.proto\"N\n\x19ReportWorkerStatusRequest\x12\x31\n\x06report\x18\x01 \x01(\x0b\x32!.sedna.api.common.v1.WorkerReport\"B\n\x1aReportWorkerStatusResponse\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x14\n\x12GetNodeInfoRequest\"\x85\x01\n\x13GetNodeInfoResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x17\n\x0f\x63onnected_to_gm\x18\x03 \x01(\x08\x12\x13\n\x0boutbox_size\x18\x04 \x01(\r\x12\x16\n\x0eresource_count\x18\x05 \x01(\r\"\'\n\x12ListWorkersRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"C\n\x13ListWorkersResponse\x12,\n\x07workers\x18\x01 \x03(\x0b\x32\x1b.sedna.api.lc.v1.WorkerInfo\"\xfa\x01\n\nWorkerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x33\n\x05owner\x18\x03 \x01(\x0b\x32$.sedna.api.common.v1.ObjectReference\x12/\n\x05phase\x18\x04 \x01(\x0e\x32 .sedna.api.common.v1.WorkerPhase\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x15\n\rrestart_count\x18\x07 \x01(\r\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x17StreamWorkerLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x13\n\x0bworker_name\x18\x02 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x12\n\ntail_lines\x18\x04 \x01(\r\"(\n\x18StreamWorkerLogsResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\x84\x01\n\x13WorkerReportService\x12m\n\x12ReportWorkerStatus\x12*.sedna.api.lc.v1.ReportWorkerStatusRequest\x1a+.sedna.api.lc.v1.ReportWorkerStatusResponse2\xb1\x02\n\x10NodeAgentService\x12X\n\x0bGetNodeInfo\x12#.sedna.api.lc.v1.GetNodeInfoRequest\x1a$.sedna.api.lc.v1.GetNodeInfoResponse\x12X\n\x0bListWorkers\x12#.sedna.api.lc.v1.ListWorkersRequest\x1a$.sedna.api.lc.v1.ListWorkersResponse\x12i\n\x10StreamWorkerLogs\x12(.sedna.api.lc.v1.StreamWorkerLogsRequest\x1a).sedna.api.lc.v1.StreamWorkerLogsResponse0\x01\x42M\n\x12io.sedna.api.lc.v1P\x01Z5github.com/sedna-ai/sedna/gen/go/sedna/api/lc/v1;lcv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sedna/api/lc/v1/worker_service.proto\x12\x0fsedna.api.lc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsedna/api/common/v1/types.proto\"N\n\x19ReportWorkerStatusRequest\x12\x31\n\x06report\x18\x01 \x01(\x0b\x32!.sedna.api.common.v1.WorkerReport\"B\n\x1aReportWorkerStatusResponse\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x14\n\x12GetNodeInfoRequest\"\x85\x01\n\x13GetNodeInfoResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x17\n\x0f\x63onnected_to_gm\x18\x03 \x01(\x08\x12\x13\n\x0boutbox_size\x18\x04 \x01(\r\x12\x16\n\x0eresource_count\x18\x05 \x01(\r\"\'\n\x12ListWorkersRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"C\n\x13ListWorkersResponse\x12,\n\x07workers\x18\x01 \x03(\x0b\x32\x1b.sedna.api.lc.v1.WorkerInfo\"\xb3\x02\n\nWorkerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x33\n\x05owner\x18\x03 \x01(\x0b\x32$.sedna.api.common.v1.ObjectReference\x12/\n\x05phase\x18\x04 \x01(\x0e\x32 .sedna.api.common.v1.WorkerPhase\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x15\n\rrestart_count\x18\x07 \x01(\r\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0elast_exit_code\x18\t \x01(\x05\x12\x1f\n\x17last_termination_reason\x18\n \x01(\t\"e\n\x17StreamWorkerLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x13\n\x0bworker_name\x18\x02 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x12\n\ntail_lines\x18\x04 \x01(\r\"(\n\x18StreamWorkerLogsResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\x84\x01\n\x13WorkerReportService\x12m\n\x12ReportWorkerStatus\x12*.sedna.api.lc.v1.ReportWorkerStatusRequest\x1a+.sedna.api.lc.v1.ReportWorkerStatusResponse2\xb1\x02\n\x10NodeAgentService\x12X\n\x0bGetNodeInfo\x12#.sedna.api.lc.v1.GetNodeInfoRequest\x1a$.sedna.api.lc.v1.GetNodeInfoResponse\x12X\n\x0bListWorkers\x12#.sedna.api.lc.v1.ListWorkersRequest\x1a$.sedna.api.lc.v1.ListWorkersResponse\x12i\n\x10StreamWorkerLogs\x12(.sedna.api.lc.v1.StreamWorkerLogsRequest\x1a).sedna.api.lc.v1.StreamWorkerLogsResponse0\x01\x42M\n\x12io.sedna.api.lc.v1P\x01Z5github.com/sedna-ai/sedna/gen/go/sedna/api/lc/v1;lcv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,13 +47,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTWORKERSRESPONSE']._serialized_start=470
   _globals['_LISTWORKERSRESPONSE']._serialized_end=537
   _globals['_WORKERINFO']._serialized_start=540
-  _globals['_WORKERINFO']._serialized_end=790
-  _globals['_STREAMWORKERLOGSREQUEST']._serialized_start=792
-  _globals['_STREAMWORKERLOGSREQUEST']._serialized_end=893
-  _globals['_STREAMWORKERLOGSRESPONSE']._serialized_start=895
-  _globals['_STREAMWORKERLOGSRESPONSE']._serialized_end=935
-  _globals['_WORKERREPORTSERVICE']._serialized_start=938
-  _globals['_WORKERREPORTSERVICE']._serialized_end=1070
-  _globals['_NODEAGENTSERVICE']._serialized_start=1073
-  _globals['_NODEAGENTSERVICE']._serialized_end=1378
+  _globals['_WORKERINFO']._serialized_end=847
+  _globals['_STREAMWORKERLOGSREQUEST']._serialized_start=849
+  _globals['_STREAMWORKERLOGSREQUEST']._serialized_end=950
+  _globals['_STREAMWORKERLOGSRESPONSE']._serialized_start=952
+  _globals['_STREAMWORKERLOGSRESPONSE']._serialized_end=992
+  _globals['_WORKERREPORTSERVICE']._serialized_start=995
+  _globals['_WORKERREPORTSERVICE']._serialized_end=1127
+  _globals['_NODEAGENTSERVICE']._serialized_start=1130
+  _globals['_NODEAGENTSERVICE']._serialized_end=1435
 # @@protoc_insertion_point(module_scope)

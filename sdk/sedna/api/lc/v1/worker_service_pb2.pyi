@@ -164,12 +164,21 @@ class WorkerInfo(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     RESTART_COUNT_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
+    LAST_EXIT_CODE_FIELD_NUMBER: _builtins.int
+    LAST_TERMINATION_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     namespace: _builtins.str
     phase: _types_pb2.WorkerPhase.ValueType
     pid: _builtins.int
     exit_code: _builtins.int
+    """The current state's exit code (0 while the worker runs again after a crash)."""
     restart_count: _builtins.int
+    last_exit_code: _builtins.int
+    """How the worker's process last ended, kept while it runs again (Kubernetes'
+    lastState.terminated): its exit code (-1 when unknown) and why ("exited with code 3",
+    "command 'x' not found"). 0 and "" until the process first ends.
+    """
+    last_termination_reason: _builtins.str
     @_builtins.property
     def owner(self) -> _types_pb2.ObjectReference: ...
     @_builtins.property
@@ -185,10 +194,12 @@ class WorkerInfo(_message.Message):
         exit_code: _builtins.int = ...,
         restart_count: _builtins.int = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
+        last_exit_code: _builtins.int = ...,
+        last_termination_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pid", b"pid", "restart_count", b"restart_count", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "last_exit_code", b"last_exit_code", "last_termination_reason", b"last_termination_reason", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pid", b"pid", "restart_count", b"restart_count", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
