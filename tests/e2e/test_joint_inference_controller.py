@@ -547,3 +547,105 @@ async def delete_removes_everything(cluster: Any, api: Api, name: str) -> None:
         )
 
     await eventually(removed, 30, "Deployments, Service and the service gone")
+
+
+async def read_hpa(cluster: Any, name: str) -> dict[str, Any] | None:
+    """A HorizontalPodAutoscaler (autoscaling/v2) in ``default`` (None: not found)."""
+    api = k8s.AutoscalingV2Api(cluster.api_client)
+
+    def run() -> dict[str, Any] | None:
+        try:
+            raw = api.read_namespaced_horizontal_pod_autoscaler(
+                name, "default", _preload_content=False
+            )
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = json.loads(raw.data)
+        assert isinstance(data, dict)
+        return data
+
+    return await asyncio.to_thread(run)
+
+
+async def test_kubernetes_runtime_creates_updates_and_deletes_the_hpa(tmp_path: Path) -> None:
+    """A worker's ``hpa`` becomes ``hpa-<deployment>``; the HPA owns the replica count."""
+    docs = [d for d in yaml.safe_load_all(HELMET.read_text()) if d]
+    service = next(d for d in docs if d["kind"] == KIND)
+    name = service["metadata"]["name"]
+    edge, hpa_name = f"{name}-deployment-edge", f"hpa-{name}-deployment-edge"
+    scaled = copy.deepcopy(service)
+    metrics = [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50},
+            },
+        }
+    ]
+    scaled["spec"]["edgeWorker"]["hpa"] = {"minReplicas": 2, "maxReplicas": 4, "metrics": metrics}
+    async with kubernetes_gm(tmp_path) as (cluster, api):
+        for doc in docs:
+            await api.apply(scaled if doc["kind"] == KIND else doc)
+
+        async def created() -> bool:
+            return await read_hpa(cluster, hpa_name) is not None
+
+        await eventually(created, 30, "the edge worker's HPA")
+        hpa = await read_hpa(cluster, hpa_name)
+        assert hpa is not None
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": edge,
+        }
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
+        assert hpa["spec"]["metrics"] == metrics
+        [ref] = hpa["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["controller"]) == (KIND, name, True)
+        assert hpa["metadata"]["labels"]["jointinferenceservice.sedna.io/worker-type"] == "edge"
+        assert await read_hpa(cluster, f"hpa-{name}-deployment-cloud") is None
+        dep = await read_object(cluster, "deployment", edge)
+        assert dep is not None
+        assert dep["spec"]["replicas"] == 2
+
+        # The HPA controller scales the edge Deployment to 3 (the emulator runs none).
+        def scale() -> None:
+            k8s.AppsV1Api(cluster.api_client).patch_namespaced_deployment(
+                edge, "default", {"spec": {"replicas": 3}}, _preload_content=False
+            )
+
+        await asyncio.to_thread(scale)
+
+        # An hpa edit updates the HPA and leaves the count alone (polls come every 0.2 s).
+        scaled["spec"]["edgeWorker"]["hpa"]["maxReplicas"] = 6
+        await api.apply(scaled)
+
+        async def updated() -> bool:
+            hpa = await read_hpa(cluster, hpa_name)
+            return hpa is not None and hpa["spec"]["maxReplicas"] == 6
+
+        await eventually(updated, 30, "the HPA updated")
+        await asyncio.sleep(0.5)  # a few more reconciles
+        dep = await read_object(cluster, "deployment", edge)
+        assert dep is not None
+        assert dep["spec"]["replicas"] == 3
+
+        # Removing the hpa deletes the HPA; the controller owns the count again.
+        await api.apply(service)
+
+        async def removed() -> bool:
+            dep = await read_object(cluster, "deployment", edge)
+            return await read_hpa(cluster, hpa_name) is None and (
+                dep is not None and dep["spec"]["replicas"] == 1
+            )
+
+        await eventually(removed, 30, "the HPA deleted, one replica")
+
+        # With the hpa back, deleting the service removes the HPA with the rest.
+        await api.apply(scaled)
+        await eventually(created, 30, "the HPA again")
+        await delete_removes_everything(cluster, api, name)
+        assert await read_hpa(cluster, hpa_name) is None

@@ -1,4 +1,4 @@
-"""Kubernetes bodies for workers (Pods, Deployments, Services) and their observed status.
+"""Kubernetes bodies for workers (Pods, Deployments, HPAs, Services) and their observed status.
 
 Pure functions on JSON dicts (camelCase, as the API server speaks), so they are testable
 without a cluster. Pods follow upstream (reference §2.2): the template's labels, annotations,
@@ -19,7 +19,10 @@ from sedna_gm.workloads.port import WorkerStatus, WorkloadError
 
 __all__ = [
     "APP_LABEL",
+    "AUTOSCALER_ANNOTATION",
     "SPEC_HASH_ANNOTATION",
+    "autoscaler_body",
+    "autoscaler_name",
     "deployment_body",
     "deployment_status",
     "owned_by",
@@ -32,6 +35,9 @@ __all__ = [
 
 SPEC_HASH_ANNOTATION = "sedna.io/worker-spec-hash"
 APP_LABEL = "app.sedna.io"
+AUTOSCALER_ANNOTATION = "sedna.io/autoscaler"
+"""On a Deployment: the name of the HorizontalPodAutoscaler that scales it."""
+_HPA_FIELDS = ("minReplicas", "maxReplicas", "metrics", "behavior")
 
 
 def owner_reference(owner: WorkerOwner) -> dict[str, Any]:
@@ -103,14 +109,24 @@ def pod_body(name: str, spec: WorkerSpec, hash_: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
-def deployment_body(name: str, spec: WorkerSpec, hash_: str, replicas: int) -> dict[str, Any]:
-    """The Deployment for a service worker (``app.sedna.io: <crName>-<workerType>-svc``)."""
+def deployment_body(
+    name: str, spec: WorkerSpec, hash_: str, replicas: int, *, autoscaled: bool = False
+) -> dict[str, Any]:
+    """The Deployment for a service worker (``app.sedna.io: <crName>-<workerType>-svc``).
+
+    ``autoscaled``: an HPA scales it (:data:`AUTOSCALER_ANNOTATION` names it); ``replicas``
+    is then the count it starts with, and an update keeps the live count (see
+    :class:`~sedna_gm.workloads.kubernetes.KubernetesWorkloadRuntime`).
+    """
     if replicas < 0:
         raise WorkloadError(f"deployment {spec.owner.namespace}/{name}: replicas {replicas} < 0")
     meta, pod_spec = _pod_template(spec, force_always=True)
     app = f"{spec.owner.name}-{spec.worker_type}-svc"
     labels = {**spec.labels, APP_LABEL: app}
     meta["labels"] = {**meta["labels"], APP_LABEL: app}
+    annotations = {SPEC_HASH_ANNOTATION: hash_}
+    if autoscaled:
+        annotations[AUTOSCALER_ANNOTATION] = autoscaler_name(name)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -118,7 +134,7 @@ def deployment_body(name: str, spec: WorkerSpec, hash_: str, replicas: int) -> d
             "name": name,
             "namespace": spec.owner.namespace,
             "labels": labels,
-            "annotations": {SPEC_HASH_ANNOTATION: hash_},
+            "annotations": annotations,
             "ownerReferences": [owner_reference(spec.owner)],
         },
         "spec": {
@@ -127,6 +143,60 @@ def deployment_body(name: str, spec: WorkerSpec, hash_: str, replicas: int) -> d
             "template": {"metadata": meta, "spec": pod_spec},
         },
     }
+
+
+def autoscaler_name(deployment: str) -> str:
+    """Upstream's HorizontalPodAutoscaler name for a Deployment: ``hpa-<deploymentName>``."""
+    return f"hpa-{deployment}"
+
+
+def autoscaler_body(
+    deployment: str, spec: WorkerSpec, hpa: Mapping[str, Any], hash_: str
+) -> dict[str, Any]:
+    """The autoscaling/v2 HorizontalPodAutoscaler of a service worker's Deployment.
+
+    Named ``hpa-<deploymentName>`` with the worker labels and the controller owner reference
+    (as the Deployment); ``scaleTargetRef`` is the Deployment; ``minReplicas``,
+    ``maxReplicas``, ``metrics`` and ``behavior`` are the spec's ``hpa`` as written (the API
+    server defaults what it leaves out: ``minReplicas`` 1, a CPU target of 80%). ``hash_``
+    (the worker's spec hash) is stored as the Deployment's is.
+
+    Raises
+    ------
+    WorkloadError
+        ``maxReplicas`` is missing or not a positive integer, or ``minReplicas`` exceeds it.
+    """
+    where = f"horizontalpodautoscaler {spec.owner.namespace}/{autoscaler_name(deployment)}"
+    high, low = hpa.get("maxReplicas"), hpa.get("minReplicas")
+    if not _positive_int(high):
+        raise WorkloadError(f"{where}: hpa.maxReplicas must be a positive integer, not {high!r}")
+    if low is not None and (not _positive_int(low) or low > high):
+        raise WorkloadError(
+            f"{where}: hpa.minReplicas must be an integer from 1 to maxReplicas ({high}), "
+            f"not {low!r}"
+        )
+    hpa_spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}
+    }
+    for key in _HPA_FIELDS:
+        if hpa.get(key) is not None:
+            hpa_spec[key] = copy.deepcopy(hpa[key])
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": autoscaler_name(deployment),
+            "namespace": spec.owner.namespace,
+            "labels": dict(spec.labels),
+            "annotations": {SPEC_HASH_ANNOTATION: hash_},
+            "ownerReferences": [owner_reference(spec.owner)],
+        },
+        "spec": hpa_spec,
+    }
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def service_body(

@@ -1,4 +1,4 @@
-"""The Kubernetes WorkloadRuntime: Pods, Deployments and ClusterIP Services.
+"""The Kubernetes WorkloadRuntime: Pods, Deployments, their HPAs and ClusterIP Services.
 
 Uses the official (synchronous) ``kubernetes`` client in worker threads. Job workers are Pods
 named by the controller (``<crName>-<workerType>-<5 chars>``, the shape upstream's
@@ -7,6 +7,18 @@ Deployments; both carry the worker labels, a controller owner reference to the f
 resource and the spec hash annotation. A changed hash replaces the Deployment's template (a
 rolling update) or deletes and recreates the Pod. Failures become :class:`WorkloadError` with
 the object, the operation and the API server's message.
+
+Autoscaling: a service worker given an ``autoscaler`` (a JointInferenceService worker's
+``hpa``) gets the autoscaling/v2 HorizontalPodAutoscaler ``hpa-<deploymentName>`` (worker
+labels, the same owner reference, ``scaleTargetRef`` the Deployment). The autoscaler is part
+of the worker's spec hash, so adding, editing or removing it rolls the worker, and the HPA is
+created, replaced or deleted *before* the Deployment is written (the Deployment's hash marks
+the work done, so a failed HPA call is retried by the next reconcile). While an HPA scales a
+Deployment the runtime never sets its replica count after creating it (``minReplicas``):
+an update copies the live ``spec.replicas`` (a PUT without it would reset it to 1), as
+``kubectl apply`` leaves a field alone that the manifest omits. The Deployment's
+``sedna.io/autoscaler`` annotation names the HPA, so workers without one cost no
+autoscaling calls (nor RBAC rules); deleting the worker deletes its HPA.
 
 Placement is the scheduler's: the template's ``nodeName``, ``nodeSelector``, ``affinity`` and
 ``tolerations`` reach the API server as written. A worker's node is read back from where its
@@ -52,6 +64,7 @@ class _Api:
     def __init__(self, api_client: k8s.ApiClient, timeout_s: float) -> None:
         self.core = k8s.CoreV1Api(api_client)
         self.apps = k8s.AppsV1Api(api_client)
+        self.autoscaling = k8s.AutoscalingV2Api(api_client)
         self._host = safe_host(str(api_client.configuration.host))
         self._timeout = timeout_s
 
@@ -137,17 +150,30 @@ class KubernetesWorkloadRuntime:
         *,
         replicas: int | None = None,
         credentials: Mapping[str, str] | None = None,
+        autoscaler: Mapping[str, Any] | None = None,
     ) -> WorkerStatus:
-        """Create or roll the Pod (``replicas`` None) or Deployment; return its status.
+        """Create or roll the Pod (``replicas`` None) or Deployment (and its HPA); its status.
 
         ``credentials`` is ignored: the spec's template carries ``secretKeyRef`` entries.
         A Pod being replaced is reported ``Pending`` with ``deleting=True`` until the old
-        one is gone; call again on the next reconcile.
+        one is gone; call again on the next reconcile. ``autoscaler``: see the module
+        docstring.
+
+        Raises
+        ------
+        WorkloadError
+            The API server refused an object, or an ``autoscaler`` was given for a Pod
+            (``replicas`` None) or has invalid replica bounds.
         """
-        hash_ = spec_hash(spec, replicas)
+        hash_ = spec_hash(spec, replicas, autoscaler)
         if replicas is None:
+            if autoscaler is not None:
+                raise WorkloadError(
+                    f"worker {spec.owner.namespace}/{name}: an autoscaler needs a Deployment "
+                    "(replicas), not a Pod"
+                )
             return await self._ensure_pod(name, spec, hash_)
-        return await self._ensure_deployment(name, spec, hash_, replicas)
+        return await self._ensure_deployment(name, spec, hash_, replicas, autoscaler)
 
     async def _ensure_pod(self, name: str, spec: WorkerSpec, hash_: str) -> WorkerStatus:
         ns = spec.owner.namespace
@@ -187,10 +213,21 @@ class KubernetesWorkloadRuntime:
         return k8s_objects.pod_status(created or body)
 
     async def _ensure_deployment(
-        self, name: str, spec: WorkerSpec, hash_: str, replicas: int
+        self,
+        name: str,
+        spec: WorkerSpec,
+        hash_: str,
+        replicas: int,
+        autoscaler: Mapping[str, Any] | None,
     ) -> WorkerStatus:
         ns = spec.owner.namespace
-        body = k8s_objects.deployment_body(name, spec, hash_, replicas)
+        autoscaled = autoscaler is not None
+        body = k8s_objects.deployment_body(name, spec, hash_, replicas, autoscaled=autoscaled)
+        hpa_body = (
+            k8s_objects.autoscaler_body(name, spec, autoscaler, hash_)
+            if autoscaler is not None
+            else None
+        )
         apps = self._api.apps
         for _ in range(3):  # a concurrent write (409) is retried on a fresh read
             current = await self._api.call(
@@ -201,6 +238,12 @@ class KubernetesWorkloadRuntime:
                 missing_ok=True,
             )
             try:
+                if current is None or _spec_hash_of(current) != hash_:
+                    # The HPA first: the Deployment's hash records that both were written.
+                    if hpa_body is not None:
+                        await self._ensure_autoscaler(hpa_body)
+                    elif current is not None and _autoscaler_of(current):
+                        await self._delete_autoscaler(ns, _autoscaler_of(current))
                 if current is None:
                     created = await self._api.call(
                         f"creating deployment {ns}/{name}",
@@ -214,6 +257,9 @@ class KubernetesWorkloadRuntime:
                     return await self._with_replica_nodes(status, current)
                 # Replace the template: the Deployment controller rolls the pods.
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                live = (current.get("spec") or {}).get("replicas")
+                if autoscaled and isinstance(live, int):
+                    body["spec"]["replicas"] = live  # the HPA's count, not minReplicas
                 replaced = await self._api.call(
                     f"updating deployment {ns}/{name}",
                     apps.replace_namespaced_deployment,
@@ -228,6 +274,53 @@ class KubernetesWorkloadRuntime:
                 if exc.status != 409:
                     raise
         raise WorkloadError(f"deployment {ns}/{name}: kept conflicting with other writers")
+
+    async def _ensure_autoscaler(self, body: dict[str, Any]) -> None:
+        """Create the HPA, or replace it when its spec hash or target differs."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        api = self._api.autoscaling
+        current = await self._api.call(
+            f"reading horizontalpodautoscaler {ns}/{name}",
+            api.read_namespaced_horizontal_pod_autoscaler,
+            name,
+            ns,
+            missing_ok=True,
+        )
+        if current is None:
+            await self._api.call(
+                f"creating horizontalpodautoscaler {ns}/{name}",
+                api.create_namespaced_horizontal_pod_autoscaler,
+                ns,
+                body,
+            )
+            return
+        target = (current.get("spec") or {}).get("scaleTargetRef")
+        if _spec_hash_of(current) == meta["annotations"][k8s_objects.SPEC_HASH_ANNOTATION] and (
+            target == body["spec"]["scaleTargetRef"]
+        ):
+            return
+        # A stale resourceVersion is a 409: the caller's loop reads everything again.
+        replacement = {
+            **body,
+            "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]},
+        }
+        await self._api.call(
+            f"updating horizontalpodautoscaler {ns}/{name}",
+            api.replace_namespaced_horizontal_pod_autoscaler,
+            name,
+            ns,
+            replacement,
+        )
+
+    async def _delete_autoscaler(self, namespace: str, name: str) -> None:
+        await self._api.call(
+            f"deleting horizontalpodautoscaler {namespace}/{name}",
+            self._api.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+            name,
+            namespace,
+            missing_ok=True,
+        )
 
     async def _with_replica_nodes(
         self, status: WorkerStatus, deployment: Mapping[str, Any]
@@ -246,8 +339,19 @@ class KubernetesWorkloadRuntime:
         return _replica_nodes(status, deployment, (pods or {}).get("items") or [])
 
     async def delete_worker(self, namespace: str, name: str) -> None:
-        """Delete the Pod or Deployment called ``name`` (background propagation)."""
+        """Delete the Pod or Deployment called ``name`` (background propagation) and the
+        HorizontalPodAutoscaler its Deployment names."""
         opts = {"propagation_policy": "Background"}
+        deployment = await self._api.call(
+            f"reading deployment {namespace}/{name}",
+            self._api.apps.read_namespaced_deployment,
+            name,
+            namespace,
+            missing_ok=True,
+        )
+        hpa = _autoscaler_of(deployment) if deployment is not None else ""
+        if hpa:
+            await self._delete_autoscaler(namespace, hpa)
         await self._api.call(
             f"deleting pod {namespace}/{name}",
             self._api.core.delete_namespaced_pod,
@@ -353,6 +457,17 @@ class KubernetesWorkloadRuntime:
         namespace: str | None = None,
     ) -> None:
         """Nothing to do: on Kubernetes the pod status is the source of truth."""
+
+
+def _spec_hash_of(obj: Mapping[str, Any]) -> str:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(k8s_objects.SPEC_HASH_ANNOTATION, ""))
+
+
+def _autoscaler_of(deployment: Mapping[str, Any]) -> str:
+    """The name of the HPA that scales ``deployment`` ("" for none)."""
+    annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(k8s_objects.AUTOSCALER_ANNOTATION, ""))
 
 
 def _match_labels(deployment: Mapping[str, Any]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from sedna.resources.worker import RestartPolicy, WorkerPhaseName, WorkerSpec
 from sedna_gm.workloads.port import WorkerStatus, WorkloadRuntime, spec_hash
@@ -50,16 +51,20 @@ class DesiredWorker:
         None for a job worker (Pod), a count for a service worker (Deployment).
     credentials
         Secret env for the local runtime (``BuiltWorker.credentials``).
+    autoscaler
+        Service workers: the ``hpa`` that scales the Deployment (None: none); ``replicas``
+        is then only the count it starts with.
     """
 
     spec: WorkerSpec
     replicas: int | None = None
     credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    autoscaler: Mapping[str, Any] | None = None
 
     @property
     def spec_hash(self) -> str:
         """The hash stored on the worker to detect changes."""
-        return spec_hash(self.spec, self.replicas)
+        return spec_hash(self.spec, self.replicas, self.autoscaler)
 
 
 class ActionKind(StrEnum):
@@ -349,6 +354,7 @@ async def apply_plan(runtime: WorkloadRuntime, plan: WorkerPlan) -> list[WorkerS
                     want.spec,
                     replicas=want.replicas,
                     credentials=want.credentials or None,
+                    autoscaler=want.autoscaler,
                 )
             )
     return results

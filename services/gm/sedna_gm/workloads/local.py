@@ -207,10 +207,13 @@ class LocalWorkloadRuntime:
         *,
         replicas: int | None = None,
         credentials: Mapping[str, str] | None = None,
+        autoscaler: Mapping[str, Any] | None = None,
     ) -> WorkerStatus:
         """Place the worker, send it to its node unless an identical one was sent; its status.
 
-        ``replicas`` is recorded but the node runs one process (services scale on Kubernetes).
+        ``replicas`` is recorded but the node runs one process (services scale on Kubernetes);
+        an ``autoscaler`` cannot scale a process: it only counts in the spec hash (controllers
+        tell the user it is ignored, see the joint inference controller).
         A worker without ``spec.nodeName`` is placed by its template's ``nodeSelector`` and
         node affinity (see the module docstring); one no node fits is returned ``Pending``
         with the reason as its message, and placed by a later call once a node fits.
@@ -231,7 +234,7 @@ class LocalWorkloadRuntime:
                 f"worker {namespace}/{name}: spec.nodeName is required in the local mode "
                 "when the runtime has no node directory to place it by nodeSelector/affinity"
             )
-        hash_ = spec_hash(spec, replicas)
+        hash_ = spec_hash(spec, replicas, autoscaler)
         async with self._lock:
             if credentials is not None:
                 self._credentials[(namespace, name)] = dict(credentials)

@@ -20,7 +20,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.worker import WorkerOwner, WorkerPhaseName, WorkerSpec
@@ -117,7 +117,11 @@ class ServiceEndpoint:
         return f"{self.host}:{self.port}"
 
 
-def spec_hash(spec: WorkerSpec, replicas: int | None = None) -> str:
+def spec_hash(
+    spec: WorkerSpec,
+    replicas: int | None = None,
+    autoscaler: Mapping[str, Any] | None = None,
+) -> str:
     """Return a short stable hash of ``spec`` (and ``replicas``) to detect spec changes.
 
     Parameters
@@ -126,13 +130,21 @@ def spec_hash(spec: WorkerSpec, replicas: int | None = None) -> str:
         The worker spec.
     replicas
         The Deployment replica count, or None for a single worker.
+    autoscaler
+        The worker's ``hpa`` (autoscaling/v2 fields), None without one. Only hashed when
+        given, so the hash of a worker without one is what it always was.
 
     Returns
     -------
     str
         16 hex characters (valid as a Kubernetes label value).
     """
-    body = {"spec": spec.model_dump(by_alias=True, mode="json"), "replicas": replicas}
+    body: dict[str, Any] = {
+        "spec": spec.model_dump(by_alias=True, mode="json"),
+        "replicas": replicas,
+    }
+    if autoscaler is not None:
+        body["autoscaler"] = dict(autoscaler)
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -167,6 +179,7 @@ class WorkloadRuntime(Protocol):
         *,
         replicas: int | None = None,
         credentials: Mapping[str, str] | None = None,
+        autoscaler: Mapping[str, Any] | None = None,
     ) -> WorkerStatus:
         """Create the worker if missing, roll it when its spec hash changed; return its status.
 
@@ -184,6 +197,12 @@ class WorkloadRuntime(Protocol):
             Secret environment for the local runtime (sent over the authenticated hub
             stream, never stored). Ignored on Kubernetes, where the spec's template carries
             ``secretKeyRef`` entries instead.
+        autoscaler
+            Service workers: the ``hpa`` of the spec (``minReplicas``, ``maxReplicas``,
+            ``metrics``, ``behavior``), None without one. Kubernetes creates, updates or
+            deletes the HorizontalPodAutoscaler ``hpa-<name>`` with the Deployment (it is part
+            of the spec hash) and leaves the Deployment's replica count to it; the local
+            runtime runs one process and ignores it (the controller says so).
 
         Raises
         ------

@@ -17,6 +17,7 @@ from sedna_gm.controllers.jointinference.workers import (
     build_edge_worker,
     explicit_port,
     hem_parameters_json,
+    hpa_of,
 )
 from sedna_gm.workloads import (
     RuntimeMode,
@@ -204,6 +205,36 @@ def test_hpa_min_replicas_and_empty_hem_parameters() -> None:
     )
     assert edge.replicas == 1
     assert json.loads(env_of(edge.spec)["HEM_PARAMETERS"]) == []
+
+
+def test_hpa_becomes_the_autoscaler_on_kubernetes_only() -> None:
+    obj = _stored(service())
+    metrics = [{"type": "Resource", "resource": {"name": "cpu"}}]
+    obj.spec["edgeWorker"]["hpa"] = {"maxReplicas": 3, "metrics": metrics, "behavior": None}
+    assert hpa_of(obj, "edge") == {"maxReplicas": 3, "metrics": metrics}
+    assert hpa_of(obj, "cloud") is None
+    k8s = build_edge_worker(
+        obj, LITTLE, mode=RuntimeMode.KUBERNETES, settings=SETTINGS, cloud=CLOUD_AT
+    )
+    assert (k8s.replicas, k8s.autoscaler) == (1, {"maxReplicas": 3, "metrics": metrics})
+    cloud = build_cloud_worker(obj, BIG, mode=RuntimeMode.KUBERNETES, settings=SETTINGS, port=1)
+    assert cloud.autoscaler is None
+    # The hpa is in the hash: editing it rolls the worker (the runtime updates the HPA).
+    edited = _stored(service())
+    edited.spec["edgeWorker"]["hpa"] = {"maxReplicas": 4, "metrics": metrics}
+    rolled = build_edge_worker(
+        edited, LITTLE, mode=RuntimeMode.KUBERNETES, settings=SETTINGS, cloud=CLOUD_AT
+    )
+    assert rolled.spec_hash != k8s.spec_hash
+    # Locally one process runs whatever the hpa says: no autoscaler, no roll on an hpa edit.
+    local = build_edge_worker(
+        obj, LITTLE, mode=RuntimeMode.LOCAL, settings=SETTINGS, cloud=CLOUD_AT
+    )
+    local_edited = build_edge_worker(
+        edited, LITTLE, mode=RuntimeMode.LOCAL, settings=SETTINGS, cloud=CLOUD_AT
+    )
+    assert local.autoscaler is None
+    assert local.spec_hash == local_edited.spec_hash
 
 
 # --- ports ------------------------------------------------------------------------------------

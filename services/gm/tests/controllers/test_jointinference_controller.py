@@ -479,6 +479,46 @@ async def test_invalid_template_fails_without_running_anything(env: Env, eventua
     assert await _worker(store, CLOUD) is None
 
 
+async def test_local_runtime_runs_one_process_and_says_the_hpa_is_ignored(
+    env: Env, eventually: Any
+) -> None:
+    store = env.store
+    await _create_models(store)
+    obj = service()
+    obj.spec["edgeWorker"]["hpa"] = {"minReplicas": 2, "maxReplicas": 4}
+    await store.create(obj)
+
+    async def pending() -> bool:
+        return (await _status(store)).get("observedGeneration") == 1
+
+    await eventually(pending, what="the first status")
+    edge = await _worker(store, EDGE)
+    assert edge is not None  # one Worker (one process), whatever the replicas
+    edge_ready = find_condition(await _status(store), "EdgeReady") or {}
+    assert edge_ready["message"].endswith(
+        "; hpa is ignored by the local runtime: it runs one process, not 2 to 4 replicas"
+    )
+    cloud_ready = find_condition(await _status(store), "CloudReady") or {}
+    assert "hpa" not in cloud_ready["message"]
+
+    await _report_state(env, "cloud", CLOUD, WorkerPhaseName.RUNNING)
+    await _report_state(env, "edge-1", EDGE, WorkerPhaseName.RUNNING)
+
+    async def running() -> bool:
+        return (await _status(store)).get("phase") == "Running"
+
+    await eventually(running, what="phase Running")
+    edge_ready = find_condition(await _status(store), "EdgeReady") or {}
+    assert edge_ready["status"] == "True"
+    assert "hpa is ignored by the local runtime" in edge_ready["message"]
+    ignored = [e for e in env.recorder.events_for(KEY) if e.reason == "HPAIgnored"]
+    assert len(ignored) == 1  # once per generation, however often it reconciles
+    assert (ignored[0].type, ignored[0].count) == ("Warning", 1)
+    assert (
+        ignored[0].message == "edge worker: hpa is ignored by the local runtime (one process each)"
+    )
+
+
 async def test_s3_model_credentials_reach_the_node_not_the_store(env: Env, eventually: Any) -> None:
     store = env.store
     await store.create(model("big", "s3://models/big.onnx", credential="s3"))

@@ -11,7 +11,11 @@ Every reconcile of a service:
    local mode a free port per service, see :mod:`.ports`);
 4. ensures the edge worker with ``BIG_MODEL_IP``/``BIG_MODEL_PORT`` pointing at that Service
    (in the local mode: the host of the cloud worker's node; the edge worker waits until the
-   cloud worker has a registered node);
+   cloud worker has a registered node); on Kubernetes a worker with an ``hpa`` gets its
+   HorizontalPodAutoscaler ``hpa-<deploymentName>`` with its Deployment (created, replaced
+   or deleted as the ``hpa`` comes, changes or goes; the HPA owns the replica count), while
+   the local runtime runs one process and says in the worker's condition (and a
+   ``HPAIgnored`` warning) that the ``hpa`` is ignored;
 5. writes phase, conditions (:mod:`.status`), ``active``/``failed`` and ``observedGeneration``.
 
 A changed worker spec (template, Model URL or format, HEM parameters, the cloud address) rolls
@@ -28,6 +32,7 @@ Kubernetes the GM does not watch Deployments, so each service is re-checked ever
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -77,6 +82,7 @@ from sedna_gm.controllers.jointinference.workers import (
     build_cloud_worker,
     build_edge_worker,
     explicit_port,
+    hpa_of,
     worker_name_of,
 )
 from sedna_gm.controllers.manager import Manager
@@ -216,6 +222,7 @@ class JointInferenceController:
         self.restart_rules = restart_rules or RestartRules()
         self._clock = clock
         self._tracker = RestartTracker()
+        self._hpa_noted: dict[ObjectKey, int] = {}  # local mode: generation last warned about
         self.ports = BigModelPorts(workers, port_range=port_range, probe=port_probe)
 
     @property
@@ -346,7 +353,28 @@ class JointInferenceController:
             waiting=waiting,
         )
         waits = [p.requeue_after_s for p in (cloud_plan, edge_plan) if p.requeue_after_s]
+        if self.local:
+            cloud, edge = self._hpa_ignored(obj, cloud), self._hpa_ignored(obj, edge)
         return cloud, edge, min(waits) if waits else None
+
+    def _hpa_ignored(self, obj: ResourceObject, state: RoleState) -> RoleState:
+        """Local mode: ``state`` with a note that its ``hpa`` is ignored (warned once per
+        generation); unchanged when the worker has no ``hpa``."""
+        hpa = hpa_of(obj, state.role)
+        if hpa is None:
+            return state
+        low, high = hpa.get("minReplicas", 1), hpa.get("maxReplicas")
+        note = (
+            f"hpa is ignored by the local runtime: it runs one process, "
+            f"not {low} to {high} replicas"
+        )
+        if self._hpa_noted.get(obj.key) != obj.generation:
+            self._hpa_noted[obj.key] = obj.generation
+            roles = [r for r in (CLOUD, EDGE) if hpa_of(obj, r) is not None]
+            workers = " and ".join(f"{r} worker" for r in roles)
+            message = f"{workers}: hpa is ignored by the local runtime (one process each)"
+            self.recorder.record(obj, "Warning", "HPAIgnored", message, source=_SOURCE)
+        return dataclasses.replace(state, message=f"{state.message}; {note}")
 
     def _big_model_port(self, obj: ResourceObject) -> int:
         """The cloud worker's port: pinned by its template, 5000 on Kubernetes, else allocated."""
@@ -485,6 +513,7 @@ class JointInferenceController:
             self._tracker.forget(key.namespace, worker.name)
         await self.runtime.delete_service(key.namespace, service_name(key.name, CLOUD))
         self.ports.forget(key)
+        self._hpa_noted.pop(key, None)
         if self.metrics is not None:
             self.metrics.forget(key)
 

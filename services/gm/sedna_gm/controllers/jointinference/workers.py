@@ -15,7 +15,10 @@ examples to the cloud (reference §2.4, §2.5 and the joint-inference wire decis
   Service's name resolves.
 
 Both workers are Deployments (``<name>-deployment-cloud`` / ``-edge``; replicas from
-``hpa.minReplicas``, else 1); in the local mode each is one process on its node, and
+``hpa.minReplicas``, else 1). A worker with an ``hpa`` also gets the HorizontalPodAutoscaler
+``hpa-<deploymentName>`` (:func:`hpa_of`, applied by the Kubernetes runtime), which then owns
+the replica count. In the local mode each is one process on its node (an ``hpa`` is ignored,
+and the controller says so), and
 ``WORKER_NAME`` is that name in both modes (so the node's LC can tell whose report it is).
 The template container's own ``env`` entries win over everything injected (Kubernetes
 semantics), which is how a user pins ``BIG_MODEL_BIND_PORT`` or ``BIG_MODEL_IP``.
@@ -57,6 +60,7 @@ __all__ = [
     "explicit_port",
     "hem_name",
     "hem_parameters_json",
+    "hpa_of",
     "replicas_of",
     "spec_key",
     "spec_path",
@@ -122,6 +126,17 @@ def template_of(obj: ResourceObject, role: str) -> Mapping[str, Any]:
     """The pod template of ``role``'s worker (empty when absent)."""
     template = _worker_spec(obj, role).get("template")
     return template if isinstance(template, Mapping) else {}
+
+
+_HPA_FIELDS = ("minReplicas", "maxReplicas", "metrics", "behavior")
+
+
+def hpa_of(obj: ResourceObject, role: str) -> dict[str, Any] | None:
+    """``role``'s ``hpa`` (its autoscaling/v2 fields), None when the worker has none."""
+    hpa = _worker_spec(obj, role).get("hpa")
+    if not isinstance(hpa, Mapping):
+        return None
+    return {key: hpa[key] for key in _HPA_FIELDS if hpa.get(key) is not None}
 
 
 def replicas_of(obj: ResourceObject, role: str) -> int:
@@ -230,7 +245,9 @@ def _build(
         dns_policy=dns_policy,
         template_path=path,
     )
-    return DesiredWorker(built.spec, replicas_of(obj, role), built.credentials)
+    # Only Kubernetes can scale a worker; the local runtime runs one process whatever the hpa.
+    autoscaler = hpa_of(obj, role) if mode is RuntimeMode.KUBERNETES else None
+    return DesiredWorker(built.spec, replicas_of(obj, role), built.credentials, autoscaler)
 
 
 def build_cloud_worker(
