@@ -1,0 +1,802 @@
+"""``Session``: the transport-agnostic round engine of one federated-learning job.
+
+One ``Session`` per job. Clients :meth:`~Session.join`; each round selects participants,
+takes exactly one update per selected client (:meth:`~Session.submit_update`), and closes when
+every selected client reported, or at the deadline if at least ``min_participants`` did
+(stragglers are recorded as dropped). Clients await :meth:`~Session.wait_for_round`. After
+every round the global weights, the aggregator's ``state_dict`` and the participants history
+go to the :class:`~sedna_aggregator.core.ports.RoundStore`; :meth:`Session.restore` resumes.
+
+Concurrency: everything runs on one event loop. The aggregator is touched only under one
+``asyncio.Lock`` (FIFO), through the injected runner (a worker thread by default), so an
+update whose checks passed before the deadline fired is still counted, and a round never
+closes in the middle of an ``add``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import sedna.algorithms.aggregation  # noqa: F401  (registers the FL_AGG plug-ins)
+from sedna.algorithms.aggregation import AggregationError, BaseAggregation
+from sedna.algorithms.client_choose import AbstractClientChoose, FractionClientChoose
+from sedna.common.class_factory import ClassFactory, ClassType
+from sedna_aggregator.core.clock import Clock, LoopClock, Timer
+from sedna_aggregator.core.config import BelowMinimum, SessionConfig
+from sedna_aggregator.core.errors import (
+    CheckpointError,
+    DuplicateUpdateError,
+    InvalidRequestError,
+    MalformedUpdateError,
+    NotSelectedError,
+    RoundNotOpenError,
+    SessionClosedError,
+    SessionConfigError,
+    SessionFailedError,
+    UnknownClientError,
+    UpdateRejectedError,
+    WrongRoundError,
+)
+from sedna_aggregator.core.model import (
+    TRANSITIONS,
+    Array,
+    Checkpoint,
+    ClientStatus,
+    JoinResult,
+    RoundRecord,
+    RoundResult,
+    SessionState,
+    SessionStatus,
+    UpdateAck,
+)
+from sedna_aggregator.core.ports import (
+    NoopMetrics,
+    RoundStore,
+    Runner,
+    SessionMetrics,
+    run_in_thread,
+)
+
+__all__ = ["Session", "make_aggregator"]
+
+_log = logging.getLogger(__name__)
+
+
+def make_aggregator(config: SessionConfig) -> BaseAggregation:
+    """The ``FL_AGG`` plug-in named by ``config`` with its parameters."""
+    try:
+        cls = ClassFactory.get_cls(ClassType.FL_AGG, config.aggregation)
+        aggregator = cls(**dict(config.aggregation_parameters))
+    except (ValueError, TypeError) as err:
+        raise SessionConfigError(f"aggregation {config.aggregation!r}: {err}") from err
+    if not isinstance(aggregator, BaseAggregation):
+        raise SessionConfigError(
+            f"aggregation {config.aggregation!r} is not a BaseAggregation plug-in"
+        )
+    return aggregator
+
+
+def _initial_weights(weights: Sequence[Any] | None) -> list[Array] | None:
+    if weights is None:
+        return None
+    layers: list[Array] = []
+    for index, layer in enumerate(weights):
+        if (
+            not isinstance(layer, np.ndarray)
+            or not np.issubdtype(layer.dtype, np.floating)
+            or not np.isfinite(layer).all()
+        ):
+            raise SessionConfigError(
+                f"initial weights layer {index} must be a finite floating-point ndarray"
+            )
+        layers.append(layer)
+    return layers
+
+
+def _nbytes(weights: object) -> int:
+    if isinstance(weights, Sequence) and not isinstance(weights, str | bytes):
+        return sum(int(layer.nbytes) for layer in weights if isinstance(layer, np.ndarray))
+    return 0
+
+
+def _clean_metrics(client_id: str, metrics: Mapping[str, float] | None) -> dict[str, float]:
+    clean: dict[str, float] = {}
+    for name, value in (metrics or {}).items():
+        if not isinstance(name, str) or not name:
+            raise MalformedUpdateError(f"client {client_id!r}: metric names must be strings")
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise MalformedUpdateError(f"client {client_id!r}: metric {name!r} is not a number")
+        number = float(value)
+        if not math.isfinite(number):
+            raise MalformedUpdateError(f"client {client_id!r}: metric {name!r} is {number}")
+        clean[name] = number
+    return clean
+
+
+@dataclass
+class _Client:
+    sample_count: int
+    last_round: int = 0
+
+
+class Session:
+    """One federated-learning job's rounds.
+
+    Parameters
+    ----------
+    session_id : str
+        Normally ``"<namespace>/<FederatedLearningJob name>"``.
+    config : SessionConfig
+        How to aggregate, select, time out and stop.
+    store : RoundStore, optional
+        Where checkpoints go after every round; None: no checkpoints.
+    clock : Clock, optional
+        Time and timers (default: the event loop's); tests pass a ``ManualClock``.
+    metrics : SessionMetrics, optional
+        Metrics hooks (default: no-op).
+    runner : Runner, optional
+        Runs the aggregator's ``add``/``finish`` (default: a worker thread).
+    chooser : AbstractClientChoose, optional
+        Client selection (default: ``FractionClientChoose(client_fraction,
+        min_clients=min_participants, seed=selection_seed)``).
+    initial_weights : list of ndarray, optional
+        The global weights of round 0 (served to clients before round 1 and used by server
+        optimisers from round 1). None: the clients start from their own initialisation, as
+        upstream, and round 1's result is the plain weighted average.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        config: SessionConfig,
+        *,
+        store: RoundStore | None = None,
+        clock: Clock | None = None,
+        metrics: SessionMetrics | None = None,
+        runner: Runner | None = None,
+        chooser: AbstractClientChoose | None = None,
+        initial_weights: Sequence[Any] | None = None,
+    ) -> None:
+        if not isinstance(session_id, str) or not session_id:
+            raise SessionConfigError("session_id must be a non-empty string")
+        self._id = session_id
+        self._config = config
+        self._store = store
+        self._clock: Clock = clock if clock is not None else LoopClock()
+        self._metrics: SessionMetrics = metrics if metrics is not None else NoopMetrics()
+        self._runner: Runner = runner if runner is not None else run_in_thread
+        self._chooser = chooser or FractionClientChoose(
+            fraction=config.client_fraction,
+            min_clients=config.min_participants,
+            seed=config.selection_seed,
+        )
+        self._agg = make_aggregator(config)
+        self._global = _initial_weights(initial_weights)
+        self._latest: RoundResult | None = (
+            None if self._global is None else RoundResult(round=0, weights=self._global)
+        )
+        self._state = SessionState.WAITING_FOR_CLIENTS
+        self._reason = ""
+        self._round = 1
+        self._completed_round = 0
+        self._restored_round: int | None = None
+        self._history: list[RoundRecord] = []
+        self._clients: dict[str, _Client] = {}
+        # The open round.
+        self._selected: tuple[str, ...] = ()
+        self._reported: dict[str, int] = {}
+        self._pending: set[str] = set()
+        self._metric_sums: dict[str, float] = {}
+        self._metric_weights: dict[str, float] = {}
+        self._round_bytes = 0
+        self._round_started = 0.0
+        self._extended = False
+        self._deadline: Timer | None = None
+        # Waiting for clients.
+        self._opened_any = False
+        self._grace: Timer | None = None
+        self._grace_expired = False
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    async def restore(
+        cls,
+        session_id: str,
+        config: SessionConfig,
+        store: RoundStore,
+        *,
+        clock: Clock | None = None,
+        metrics: SessionMetrics | None = None,
+        runner: Runner | None = None,
+        chooser: AbstractClientChoose | None = None,
+        initial_weights: Sequence[Any] | None = None,
+    ) -> Session:
+        """The session resumed from ``store``'s checkpoint, or a fresh one if there is none.
+
+        A resumed session has the global weights, aggregator state (optimiser moments...) and
+        history of its last aggregated round ``r``, no joined clients, and state
+        WAITING_FOR_CLIENTS for round ``r + 1`` (COMPLETED if the job had finished). The round
+        open at the crash is restarted: clients re-join and train round ``r + 1`` from the
+        checkpointed weights. ``initial_weights`` is used only when there is no checkpoint.
+
+        Raises
+        ------
+        CheckpointError
+            If the checkpoint is unreadable or belongs to another aggregation.
+        """
+        checkpoint = await store.load(session_id)
+        session = cls(
+            session_id,
+            config,
+            store=store,
+            clock=clock,
+            metrics=metrics,
+            runner=runner,
+            chooser=chooser,
+            initial_weights=None if checkpoint is not None else initial_weights,
+        )
+        if checkpoint is not None:
+            session._load_checkpoint(checkpoint)
+        return session
+
+    def _load_checkpoint(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.aggregation != self._config.aggregation:
+            raise CheckpointError(
+                f"session {self._id!r}: the checkpoint is for aggregation "
+                f"{checkpoint.aggregation!r}, the session is configured for "
+                f"{self._config.aggregation!r}"
+            )
+        try:
+            self._agg.load_state_dict(checkpoint.aggregator_state)
+            weights = _initial_weights(checkpoint.global_weights)
+        except (AggregationError, SessionConfigError) as err:
+            raise CheckpointError(f"session {self._id!r}: bad checkpoint: {err}") from err
+        self._global = weights
+        self._history = list(checkpoint.history)
+        self._completed_round = checkpoint.round
+        self._restored_round = checkpoint.round
+        done = checkpoint.completed or checkpoint.round >= self._config.exit_round
+        last = self._history[-1] if self._history else None
+        self._latest = RoundResult(
+            round=checkpoint.round,
+            weights=weights,
+            total_samples=last.total_samples if last else 0,
+            participants=last.participants if last else (),
+            dropped=last.dropped if last else (),
+            metrics=dict(last.metrics) if last else {},
+            exit=done,
+        )
+        if done:
+            self._round = checkpoint.round
+            self._state = SessionState.COMPLETED
+            self._reason = checkpoint.reason or f"exit_round {self._config.exit_round} reached"
+        else:
+            self._round = checkpoint.round + 1
+
+    # ------------------------------------------------------------------ read-only views
+
+    @property
+    def session_id(self) -> str:
+        return self._id
+
+    @property
+    def config(self) -> SessionConfig:
+        return self._config
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def reason(self) -> str:
+        """Why the session completed or failed (empty while it runs)."""
+        return self._reason
+
+    @property
+    def current_round(self) -> int:
+        """The round open, or the next to open (the last one once COMPLETED)."""
+        return self._round
+
+    @property
+    def completed_round(self) -> int:
+        """The last aggregated round (0 before the first)."""
+        return self._completed_round
+
+    @property
+    def restored_round(self) -> int | None:
+        """The round the session was restored at, None for a fresh session."""
+        return self._restored_round
+
+    @property
+    def selected(self) -> tuple[str, ...]:
+        """The clients selected for the open round (empty when none is open)."""
+        return self._selected if self._state is SessionState.ROUND_OPEN else ()
+
+    @property
+    def reported(self) -> tuple[str, ...]:
+        """The clients whose update the open round accepted, in arrival order."""
+        return tuple(self._reported)
+
+    @property
+    def history(self) -> tuple[RoundRecord, ...]:
+        return tuple(self._history)
+
+    @property
+    def latest(self) -> RoundResult | None:
+        """The newest global weights (round 0: the initial weights), None before any."""
+        return self._latest
+
+    @property
+    def global_weights(self) -> list[Array] | None:
+        return self._global
+
+    @property
+    def aggregator(self) -> BaseAggregation:
+        """The aggregation plug-in (read it, do not drive it)."""
+        return self._agg
+
+    @property
+    def metrics(self) -> SessionMetrics:
+        return self._metrics
+
+    def status(self) -> SessionStatus:
+        """A snapshot for ``GetSessionStatus``."""
+        selected = set(self.selected)
+        return SessionStatus(
+            session_id=self._id,
+            state=self._state,
+            current_round=self._round,
+            completed_round=self._completed_round,
+            clients=tuple(
+                ClientStatus(cid, c.sample_count, c.last_round, cid in selected)
+                for cid, c in sorted(self._clients.items())
+            ),
+            metrics=dict(self._latest.metrics) if self._latest else {},
+            reason=self._reason,
+        )
+
+    # ------------------------------------------------------------------ clients
+
+    async def join(self, client_id: str, sample_count: int = 0) -> JoinResult:
+        """Join (or re-join after a reconnect: same identity, selection and reports kept).
+
+        A client joining while a round is open is selected from the next round on. Joining a
+        finished session is allowed and reports its final state.
+        """
+        if not isinstance(client_id, str) or not client_id:
+            raise InvalidRequestError("client_id must be a non-empty string")
+        if isinstance(sample_count, bool) or not isinstance(sample_count, int) or sample_count < 0:
+            raise InvalidRequestError(f"client {client_id!r}: sample_count must be an integer >= 0")
+        known = self._clients.get(client_id)
+        if known is not None:
+            known.sample_count = sample_count or known.sample_count
+        elif not self._state.final:
+            self._clients[client_id] = _Client(sample_count=sample_count)
+            self._notify()
+        if self._state is SessionState.WAITING_FOR_CLIENTS:
+            await self._maybe_open()
+        return JoinResult(
+            state=self._state,
+            current_round=self._round,
+            selected=client_id in self.selected,
+            rejoined=known is not None,
+        )
+
+    async def leave(self, client_id: str) -> None:
+        """Leave the session (idempotent). An accepted update of the open round still counts;
+        a selected client that leaves before reporting ends up among the round's dropped."""
+        if self._clients.pop(client_id, None) is None:
+            return
+        self._notify()
+        if self._state is SessionState.ROUND_OPEN:
+            self._check_round_complete()
+        elif self._state is SessionState.WAITING_FOR_CLIENTS:
+            await self._maybe_open()
+
+    # ------------------------------------------------------------------ updates
+
+    async def submit_update(
+        self,
+        client_id: str,
+        round_number: int,
+        weights: Sequence[Any],
+        num_samples: int,
+        metrics: Mapping[str, float] | None = None,
+        *,
+        nbytes: int | None = None,
+    ) -> UpdateAck:
+        """Take ``client_id``'s update for ``round_number``.
+
+        Parameters
+        ----------
+        weights : list of ndarray
+            One floating-point array per layer (shapes of the global weights). The arrays are
+            read, not kept (streaming algorithms) or kept until the round closes (others); do
+            not modify them meanwhile.
+        num_samples : int
+            Samples behind the update (> 0), the FedAvg weight.
+        metrics : mapping, optional
+            The client's training metrics; averaged per round, sample-weighted.
+        nbytes : int, optional
+            Bytes received on the wire, for metrics (default: the arrays' size).
+
+        Raises
+        ------
+        UpdateRejectedError
+            A subclass naming why: ``SessionClosedError``, ``UnknownClientError``,
+            ``WrongRoundError``, ``RoundNotOpenError``, ``NotSelectedError``,
+            ``DuplicateUpdateError``, ``MalformedUpdateError``. The round is untouched.
+        """
+        size = nbytes if nbytes is not None else _nbytes(weights)
+        try:
+            self._check_update(client_id, round_number)
+            client_metrics = _clean_metrics(client_id, metrics)
+        except UpdateRejectedError as err:
+            self._metrics.update_received(self._id, size, accepted=False, reason=err.reason)
+            raise
+        self._pending.add(client_id)
+        try:
+            async with self._lock:
+                if self._round != round_number or not self._agg.round_open:
+                    raise RoundNotOpenError(
+                        f"client {client_id!r}: round {round_number} closed before the update "
+                        "could be added"
+                    )
+                try:
+                    await self._runner(lambda: self._agg.add(client_id, weights, num_samples))
+                except AggregationError as err:
+                    raise MalformedUpdateError(str(err)) from err
+                samples = int(num_samples)
+                self._reported[client_id] = samples
+                for name, value in client_metrics.items():
+                    self._metric_sums[name] = self._metric_sums.get(name, 0.0) + value * samples
+                    self._metric_weights[name] = self._metric_weights.get(name, 0.0) + samples
+                self._round_bytes += size
+                client = self._clients.get(client_id)
+                if client is not None:
+                    client.last_round = round_number
+                received = len(self._reported)
+        except UpdateRejectedError as err:
+            self._pending.discard(client_id)
+            self._metrics.update_received(self._id, size, accepted=False, reason=err.reason)
+            self._check_round_complete()  # it may have been the last one in flight
+            raise
+        finally:
+            self._pending.discard(client_id)
+        self._metrics.update_received(self._id, size, accepted=True)
+        self._check_round_complete()
+        self._notify()
+        return UpdateAck(round=round_number, received_updates=received)
+
+    def _check_update(self, client_id: str, round_number: int) -> None:
+        if self._state.final:
+            raise SessionClosedError(
+                f"session {self._id!r} is {self._state.value}; it takes no more updates"
+            )
+        if client_id not in self._clients:
+            raise UnknownClientError(
+                f"client {client_id!r} has not joined session {self._id!r}; join first"
+            )
+        if round_number != self._round:
+            raise WrongRoundError(
+                f"client {client_id!r}: update for round {round_number}, but the session is "
+                f"at round {self._round}",
+                current_round=self._round,
+            )
+        if self._state is not SessionState.ROUND_OPEN:
+            what = (
+                "is not open yet (waiting for clients)"
+                if self._state is SessionState.WAITING_FOR_CLIENTS
+                else "is closed (aggregating)"
+            )
+            raise RoundNotOpenError(f"client {client_id!r}: round {round_number} {what}")
+        if client_id not in self._selected:
+            raise NotSelectedError(
+                f"client {client_id!r} was not selected for round {round_number}"
+            )
+        if client_id in self._reported or client_id in self._pending:
+            raise DuplicateUpdateError(
+                f"client {client_id!r} already sent its update for round {round_number}"
+            )
+
+    # ------------------------------------------------------------------ waiting
+
+    async def wait_for_round(self, round_number: int) -> RoundResult:
+        """The global weights once round ``round_number`` is aggregated (0: the latest).
+
+        Returns at once if that round (or a later one) is done; a finished session returns
+        its last result (``exit`` True) whatever was asked.
+
+        Raises
+        ------
+        SessionFailedError
+            If the session failed before the round was aggregated.
+        """
+        while True:
+            latest = self._latest
+            if latest is not None and (round_number <= 0 or latest.round >= round_number):
+                return latest
+            if self._state is SessionState.COMPLETED:
+                if latest is None:  # pragma: no cover - a completed session has a result
+                    raise SessionClosedError(f"session {self._id!r} completed without weights")
+                return latest
+            if self._state is SessionState.FAILED:
+                raise SessionFailedError(f"session {self._id!r} failed: {self._reason}")
+            await self._changed.wait()
+
+    async def drain(self) -> None:
+        """Wait until the session's background work (round closes, opens) has settled."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Stop timers and background work (server shutdown); the session stays as it is."""
+        self._cancel_deadline()
+        self._cancel_grace()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ------------------------------------------------------------------ state machine
+
+    def _set_state(self, state: SessionState) -> None:
+        if state is self._state:
+            return
+        if state not in TRANSITIONS[self._state]:
+            raise AssertionError(f"illegal session transition {self._state} -> {state}")
+        self._state = state
+        self._metrics.state_changed(self._id, state)
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            _log.error("session %s: internal error", self._id, exc_info=error)
+            if not self._state.final:
+                self._fail(f"internal error: {error!r}")
+
+    @property
+    def _required(self) -> int:
+        return max(1, min(self._config.min_participants, len(self._selected)))
+
+    async def _maybe_open(self) -> None:
+        if self._state is not SessionState.WAITING_FOR_CLIENTS:
+            return
+        async with self._lock:
+            if self._state is SessionState.WAITING_FOR_CLIENTS:
+                self._try_open_locked()
+
+    def _try_open_locked(self) -> None:
+        """Open the next round if enough clients joined, else wait (state WAITING)."""
+        count = len(self._clients)
+        enough = count >= self._config.min_participants
+        expected = self._config.expected_clients
+        gated = expected is not None and not self._opened_any
+        if enough and (not gated or count >= (expected or 0) or self._grace_expired):
+            self._open_round()
+            return
+        if self._state is SessionState.AGGREGATING:
+            self._set_state(SessionState.WAITING_FOR_CLIENTS)
+        grace = self._config.effective_join_grace
+        if enough and gated and self._grace is None and grace is not None:
+            self._grace = self._clock.call_later(grace, self._on_grace)
+
+    def _on_grace(self) -> None:
+        self._grace = None
+        self._grace_expired = True
+        if self._state is SessionState.WAITING_FOR_CLIENTS:
+            self._spawn(self._maybe_open())
+
+    def _open_round(self) -> None:
+        try:
+            chosen = self._chooser.choose(sorted(self._clients), self._round)
+        except ValueError as err:
+            self._fail(f"round {self._round}: client selection failed: {err}")
+            return
+        if not chosen or any(cid not in self._clients for cid in chosen):
+            self._fail(f"round {self._round}: client selection chose {chosen!r}")
+            return
+        self._agg.begin_round(self._global)
+        self._selected = tuple(chosen)
+        self._reported = {}
+        self._pending = set()
+        self._metric_sums = {}
+        self._metric_weights = {}
+        self._round_bytes = 0
+        self._round_started = self._clock.now()
+        self._extended = False
+        self._opened_any = True
+        self._grace_expired = False
+        self._cancel_grace()
+        self._set_state(SessionState.ROUND_OPEN)
+        self._arm_deadline()
+        _log.info("session %s: round %d open for %s", self._id, self._round, list(chosen))
+
+    def _arm_deadline(self) -> None:
+        self._cancel_deadline()
+        timeout = self._config.round_timeout
+        if timeout is not None:
+            round_number = self._round
+            self._deadline = self._clock.call_later(
+                timeout, lambda: self._on_deadline(round_number)
+            )
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _cancel_grace(self) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+
+    def _on_deadline(self, round_number: int) -> None:
+        self._deadline = None
+        if round_number == self._round and self._state is SessionState.ROUND_OPEN:
+            self._start_close(at_deadline=True)
+
+    def _check_round_complete(self) -> None:
+        if self._state is not SessionState.ROUND_OPEN or self._pending:
+            return
+        outstanding = [
+            cid for cid in self._selected if cid not in self._reported and cid in self._clients
+        ]
+        if not outstanding and len(self._reported) >= self._required:
+            self._start_close(at_deadline=False)
+
+    def _start_close(self, *, at_deadline: bool) -> None:
+        self._cancel_deadline()
+        self._set_state(SessionState.AGGREGATING)
+        self._spawn(self._close(self._round, at_deadline=at_deadline))
+
+    async def _close(self, round_number: int, *, at_deadline: bool) -> None:
+        async with self._lock:
+            if round_number != self._round or self._state is not SessionState.AGGREGATING:
+                return
+            got, required = len(self._reported), self._required
+            if got < required:
+                if (
+                    self._config.below_minimum is BelowMinimum.EXTEND
+                    and not self._extended
+                    and self._config.round_timeout is not None
+                ):
+                    self._extended = True
+                    _log.warning(
+                        "session %s: round %d has %d of %d required updates at its deadline; "
+                        "extending it once",
+                        self._id,
+                        round_number,
+                        got,
+                        required,
+                    )
+                    self._set_state(SessionState.ROUND_OPEN)
+                    self._arm_deadline()
+                    return
+                self._fail(
+                    f"round {round_number} ended with {got} of the {required} required "
+                    f"updates ({len(self._selected)} selected"
+                    + (", deadline extended once)" if self._extended else ")")
+                )
+                return
+            try:
+                weights = await self._runner(self._agg.finish)
+            except AggregationError as err:
+                self._fail(f"round {round_number}: aggregation failed: {err}")
+                return
+            await self._finish_round(round_number, weights, at_deadline=at_deadline)
+
+    async def _finish_round(
+        self, round_number: int, weights: list[Array], *, at_deadline: bool
+    ) -> None:
+        participants = tuple(self._reported)
+        dropped = tuple(cid for cid in self._selected if cid not in self._reported)
+        metrics = {
+            name: total / self._metric_weights[name] for name, total in self._metric_sums.items()
+        }
+        record = RoundRecord(
+            round=round_number,
+            participants=participants,
+            dropped=dropped,
+            total_samples=sum(self._reported.values()),
+            metrics=metrics,
+            started_at=self._round_started,
+            duration=self._clock.now() - self._round_started,
+            extended=self._extended,
+            bytes_in=self._round_bytes,
+        )
+        exit_now = round_number >= self._config.exit_round
+        target = self._config.target_reached(metrics)
+        reason = ""
+        if exit_now:
+            reason = f"exit_round {self._config.exit_round} reached"
+        elif target:
+            reason = (
+                f"target {self._config.target_metric} "
+                f"{self._config.target_mode.value} {self._config.target_metric_value} reached "
+                f"({metrics[self._config.target_metric]:.6g})"
+            )
+        done = exit_now or target
+        self._history.append(record)
+        # Checkpoint before anyone sees the aggregate: a client never trains from weights a
+        # restarted aggregator would not have.
+        await self._save(round_number, weights, completed=done, reason=reason)
+        self._global = weights
+        self._completed_round = round_number
+        self._latest = RoundResult(
+            round=round_number,
+            weights=weights,
+            total_samples=record.total_samples,
+            participants=participants,
+            dropped=dropped,
+            metrics=metrics,
+            exit=done,
+        )
+        self._metrics.round_finished(self._id, record)
+        if dropped:
+            _log.warning(
+                "session %s: round %d dropped %s%s",
+                self._id,
+                round_number,
+                list(dropped),
+                " at the deadline" if at_deadline else "",
+            )
+        if done:
+            self._reason = reason
+            self._set_state(SessionState.COMPLETED)
+            return
+        self._round = round_number + 1
+        self._try_open_locked()
+        self._notify()
+
+    def _fail(self, reason: str) -> None:
+        _log.error("session %s failed: %s", self._id, reason)
+        self._cancel_deadline()
+        self._cancel_grace()
+        self._reason = reason
+        self._set_state(SessionState.FAILED)
+
+    async def _save(
+        self, round_number: int, weights: list[Array], *, completed: bool, reason: str
+    ) -> None:
+        if self._store is None:
+            return
+        checkpoint = Checkpoint(
+            session_id=self._id,
+            round=round_number,
+            global_weights=weights,
+            aggregator_state=self._agg.state_dict(),
+            history=tuple(self._history),
+            aggregation=self._config.aggregation,
+            completed=completed,
+            reason=reason,
+            config=self._config.to_json(),
+        )
+        try:
+            await self._store.save(checkpoint)
+        except Exception as err:  # the round is done; the next save retries
+            _log.exception("session %s: checkpoint of round %d failed", self._id, round_number)
+            self._metrics.checkpoint_failed(self._id, err)
