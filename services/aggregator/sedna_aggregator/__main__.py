@@ -6,19 +6,22 @@ from collections.abc import Sequence
 
 from sedna.runtime import ServiceServer
 from sedna.runtime.entrypoint import service_main
+from sedna_aggregator import app
 from sedna_aggregator.settings import AggregatorSettings
 
 DESCRIPTION = (
     "Aggregation server: federated-learning sessions, rounds and weight aggregation (FedAvg and"
-    " friends). Serves gRPC health, reflection and Prometheus /metrics. The aggregation service"
-    " lands with the federated-learning work."
+    " friends). Serves sedna.api.aggregator.v1.AggregationService with gRPC health, reflection"
+    " and Prometheus /metrics; checkpoints to --checkpoint-dir so a restart resumes the jobs."
 )
 
 
 def setup(server: ServiceServer) -> None:
     """Register the aggregation server's servicers on ``server``."""
-    # The runtime already serves health and reflection; feature servicers are added here.
-    del server
+    settings = server.settings
+    if not isinstance(settings, AggregatorSettings):  # pragma: no cover - service_main passes ours
+        raise TypeError(f"expected AggregatorSettings, got {type(settings).__name__}")
+    app.setup(server, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+import json
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from sedna.runtime import ServiceSettings
+from sedna.tensor import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_TENSORS
+from sedna_aggregator.core import (
+    BelowMinimum,
+    SessionConfig,
+    SessionConfigError,
+    TargetMode,
+    make_aggregator,
+)
 
-__all__ = ["DEFAULT_METRICS_PORT", "DEFAULT_PORT", "AggregatorSettings"]
+__all__ = [
+    "DEFAULT_MAX_UPDATE_BYTES",
+    "DEFAULT_METRICS_PORT",
+    "DEFAULT_PORT",
+    "AggregatorSettings",
+]
 
 DEFAULT_PORT = 7363
 DEFAULT_METRICS_PORT = 7364
+DEFAULT_MAX_UPDATE_BYTES = 2 << 30
+"""2 GiB: the largest update (all layers together) a PushUpdate may announce."""
 
 
 class AggregatorSettings(ServiceSettings):
-    """Settings of the aggregation server: the shared settings under ``SEDNA_AGGREGATOR_``."""
+    """Settings of the aggregation server: the shared settings under ``SEDNA_AGGREGATOR_``.
+
+    The session fields (``aggregation`` ... ``proximal_mu``) are the :class:`SessionConfig` of
+    every session this server creates (the proto's ``JoinSessionRequest`` carries no config:
+    one aggregator serves one job, as upstream's aggregation worker).
+    """
 
     model_config = SettingsConfigDict(env_prefix="SEDNA_AGGREGATOR_")
 
@@ -28,3 +52,125 @@ class AggregatorSettings(ServiceSettings):
         validate_default=True,
         description="/metrics port; 0 picks a free port, none disables the endpoint.",
     )
+
+    # -- checkpoints and limits ------------------------------------------------------------
+    checkpoint_dir: Path | None = Field(
+        default=None,
+        description="Directory of the sessions' checkpoints (npz + JSON); none: no checkpoints "
+        "(a restarted aggregator starts its jobs over).",
+    )
+    max_update_bytes: int = Field(
+        default=DEFAULT_MAX_UPDATE_BYTES,
+        gt=0,
+        description="Largest update (all tensors together) a PushUpdate may announce; larger "
+        "ones are refused with INVALID_ARGUMENT before anything is allocated.",
+    )
+    max_update_tensors: int = Field(
+        default=DEFAULT_MAX_TENSORS, gt=0, description="Most tensors (layers) in one update."
+    )
+    max_concurrent_updates: int = Field(
+        default=2,
+        gt=0,
+        description="Updates assembled at once; further PushUpdate calls wait their turn "
+        "(bounds aggregator memory to about this many models plus the running sum).",
+    )
+    send_chunk_bytes: int = Field(
+        default=DEFAULT_CHUNK_SIZE,
+        gt=0,
+        description="Chunk size of the global weights streamed by PullGlobalWeights.",
+    )
+    max_sessions: int = Field(
+        default=64, gt=0, description="Sessions (jobs) served at once; more are refused."
+    )
+
+    # -- session defaults --------------------------------------------------------------------
+    aggregation: str = Field(
+        default="FedAvg", min_length=1, description="Aggregation plug-in (FedAvg, FedAdam...)."
+    )
+    aggregation_parameters: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict,
+        description="The plug-in's keyword arguments as a JSON object.",
+    )
+    exit_round: int = Field(default=1, ge=1, description="Rounds before a session completes.")
+    min_participants: int = Field(
+        default=1, ge=1, description="Updates a round needs at its deadline."
+    )
+    expected_clients: int | None = Field(
+        default=None,
+        ge=1,
+        description="Trainers of the job (PARTICIPANTS_COUNT): the first round waits for them "
+        "(or join_grace_seconds).",
+    )
+    client_fraction: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="Fraction of joined clients selected per round."
+    )
+    selection_seed: int = Field(default=0, ge=0, description="Seed of the client selection.")
+    round_timeout_seconds: float | None = Field(
+        default=300.0,
+        gt=0.0,
+        description="Seconds a round stays open before stragglers are dropped; none: no deadline.",
+    )
+    below_minimum: BelowMinimum = Field(
+        default=BelowMinimum.EXTEND,
+        description="A round short of min_participants at its deadline: extend (once) or fail.",
+    )
+    join_grace_seconds: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="How long the first round waits for expected_clients; none: the round timeout.",
+    )
+    target_metric: str = Field(default="", description="Client metric for an early exit.")
+    target_metric_value: float = Field(default=0.0, description="Its threshold.")
+    target_mode: TargetMode = Field(
+        default=TargetMode.MAX, description="max: exit when >= the value; min: when <=."
+    )
+    proximal_mu: float = Field(default=0.0, ge=0.0, description="FedProx mu for the clients.")
+
+    @field_validator("aggregation_parameters", mode="before")
+    @classmethod
+    def _parse_parameters(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return {}
+            return json.loads(text)
+        return value
+
+    @field_validator("checkpoint_dir", "expected_clients", "round_timeout_seconds", mode="before")
+    @classmethod
+    def _none_words(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in {"", "none", "null"}:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_session_defaults(self) -> Self:
+        if self.send_chunk_bytes >= self.max_send_message_bytes:
+            raise ValueError(
+                f"send_chunk_bytes ({self.send_chunk_bytes}) must be below "
+                f"max_send_message_bytes ({self.max_send_message_bytes})"
+            )
+        try:
+            make_aggregator(self.session_config())
+        except SessionConfigError as err:
+            raise ValueError(str(err)) from err
+        return self
+
+    def session_config(self) -> SessionConfig:
+        """The :class:`SessionConfig` of the sessions this server creates."""
+        return SessionConfig(
+            aggregation=self.aggregation,
+            aggregation_parameters=dict(self.aggregation_parameters),
+            exit_round=self.exit_round,
+            min_participants=self.min_participants,
+            expected_clients=self.expected_clients,
+            client_fraction=self.client_fraction,
+            selection_seed=self.selection_seed,
+            round_timeout=self.round_timeout_seconds,
+            below_minimum=self.below_minimum,
+            join_grace=self.join_grace_seconds,
+            target_metric=self.target_metric,
+            target_metric_value=self.target_metric_value,
+            target_mode=self.target_mode,
+            proximal_mu=self.proximal_mu,
+        )

@@ -479,6 +479,19 @@ class Session:
         self._notify()
         return UpdateAck(round=round_number, received_updates=received)
 
+    def precheck_update(self, client_id: str, round_number: int) -> None:
+        """Refuse an update before its tensors are received, as :meth:`submit_update` would.
+
+        For transports: the cheap checks (session closed, unknown client, wrong round, round
+        not open, not selected, duplicate) run before megabytes of tensors are read. A refusal
+        is counted in the metrics like one from :meth:`submit_update`, which checks again.
+        """
+        try:
+            self._check_update(client_id, round_number)
+        except UpdateRejectedError as err:
+            self._metrics.update_received(self._id, 0, accepted=False, reason=err.reason)
+            raise
+
     def _check_update(self, client_id: str, round_number: int) -> None:
         if self._state.final:
             raise SessionClosedError(

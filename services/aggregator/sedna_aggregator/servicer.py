@@ -1,0 +1,384 @@
+"""The ``sedna.api.aggregator.v1.AggregationService`` servicer: a thin layer over the core.
+
+Sessions are created on their first ``JoinSession`` (restored from the checkpoint store when
+one exists) and addressed by ``session_id``. ``PushUpdate`` streams are assembled with
+:class:`sedna.tensor.TensorAssembler` (sizes, order and CRC checked chunk by chunk, the
+manifest checked against the global weights before anything is allocated), at most
+``max_concurrent_updates`` at a time. Core errors map to the gRPC status their ``code``
+names; conversions live in :mod:`sedna_aggregator.convert`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar, Final, NoReturn
+
+import grpc
+
+from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
+from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
+from sedna.tensor import TensorAssembler, TensorStreamError, aiter_frames
+from sedna_aggregator import convert
+from sedna_aggregator.core import (
+    Clock,
+    InvalidRequestError,
+    MalformedUpdateError,
+    NoopMetrics,
+    RoundStore,
+    Runner,
+    Session,
+    SessionConfig,
+    SessionError,
+    SessionMetrics,
+    UpdateRejectedError,
+    WrongRoundError,
+)
+from sedna_aggregator.core.model import Array
+
+__all__ = [
+    "CURRENT_ROUND_METADATA_KEY",
+    "MAX_SESSION_ID_LENGTH",
+    "SERVICE_NAME",
+    "AggregationServicer",
+    "SessionConflictError",
+    "TooManySessionsError",
+    "UnknownSessionError",
+]
+
+SERVICE_NAME: Final = "sedna.api.aggregator.v1.AggregationService"
+CURRENT_ROUND_METADATA_KEY: Final = "sedna-current-round"
+"""Trailing metadata of a wrong-round refusal: the round the session is at."""
+MAX_SESSION_ID_LENGTH: Final = 512
+_DEADLINE_MARGIN_S: Final = 0.05
+
+_log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class UnknownSessionError(SessionError):
+    """No session of that id on this server (clients join first)."""
+
+    code: ClassVar[str] = "NOT_FOUND"
+
+
+class SessionConflictError(SessionError):
+    """A session exists with another configuration than the one requested."""
+
+    code: ClassVar[str] = "FAILED_PRECONDITION"
+
+
+class TooManySessionsError(SessionError):
+    """The server already runs ``max_sessions`` sessions."""
+
+    code: ClassVar[str] = "RESOURCE_EXHAUSTED"
+
+
+async def _abort(context: Context, err: SessionError) -> NoReturn:
+    if isinstance(err, WrongRoundError):
+        context.set_trailing_metadata(((CURRENT_ROUND_METADATA_KEY, str(err.current_round)),))
+    await context.abort(grpc.StatusCode[err.code], str(err))
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def _check_session_id(session_id: str) -> None:
+    if not session_id:
+        raise InvalidRequestError("session_id must not be empty")
+    if len(session_id) > MAX_SESSION_ID_LENGTH or not session_id.isprintable():
+        raise InvalidRequestError(
+            f"session_id must be printable and at most {MAX_SESSION_ID_LENGTH} characters"
+        )
+
+
+class AggregationServicer(pb_grpc.AggregationServiceServicer):
+    """Federated-learning sessions over gRPC.
+
+    Parameters
+    ----------
+    config
+        The :class:`SessionConfig` of a new session, or ``config(session_id)`` choosing one.
+    store
+        Checkpoints (a :class:`~sedna_aggregator.core.LocalFileRoundStore`); None: none.
+    metrics
+        The sessions' metrics (``AggregatorMetrics`` in the server).
+    max_update_bytes, max_update_tensors
+        Limits of one update, checked on its manifest before anything is allocated.
+    max_concurrent_updates
+        Updates assembled at once; other PushUpdate calls wait (within their deadline).
+    send_chunk_bytes
+        Chunk size of the weights sent by PullGlobalWeights.
+    max_sessions
+        Sessions served at once.
+    clock, runner
+        Passed to every session (tests).
+    on_assembly
+        ``on_assembly(delta)`` when an update starts (+1) or stops (-1) being assembled, and
+        ``on_waiting(delta)`` likewise for calls waiting for a slot (gauges).
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig | Callable[[str], SessionConfig],
+        *,
+        store: RoundStore | None = None,
+        metrics: SessionMetrics | None = None,
+        max_update_bytes: int = 2 << 30,
+        max_update_tensors: int = 65_536,
+        max_concurrent_updates: int = 2,
+        send_chunk_bytes: int = 1 << 20,
+        max_sessions: int = 64,
+        clock: Clock | None = None,
+        runner: Runner | None = None,
+        on_assembly: Callable[[int], None] | None = None,
+        on_waiting: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_concurrent_updates < 1:
+            raise ValueError("max_concurrent_updates must be >= 1")
+        self._config_for: Callable[[str], SessionConfig] = (
+            (lambda _sid: config) if isinstance(config, SessionConfig) else config
+        )
+        self._store = store
+        self._metrics: SessionMetrics = metrics if metrics is not None else NoopMetrics()
+        self._max_update_bytes = max_update_bytes
+        self._max_update_tensors = max_update_tensors
+        self._slots = asyncio.Semaphore(max_concurrent_updates)
+        self._send_chunk_bytes = send_chunk_bytes
+        self._max_sessions = max_sessions
+        self._clock = clock
+        self._runner = runner
+        self._on_assembly = on_assembly or (lambda _delta: None)
+        self._on_waiting = on_waiting or (lambda _delta: None)
+        self._sessions: dict[str, Session] = {}
+        self._creating = asyncio.Lock()
+
+    # ------------------------------------------------------------------ sessions
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        """The sessions served, by id (read-only use)."""
+        return dict(self._sessions)
+
+    async def open_session(self, session_id: str, config: SessionConfig | None = None) -> Session:
+        """The session ``session_id``, created (or restored from the store) on first use.
+
+        Raises
+        ------
+        SessionConflictError
+            If the session exists with a configuration other than ``config`` (the message
+            names the first differing field).
+        """
+        _check_session_id(session_id)
+        session = self._sessions.get(session_id)
+        if session is None:
+            async with self._creating:
+                session = self._sessions.get(session_id)
+                if session is None:
+                    session = await self._create(session_id, config)
+                    self._sessions[session_id] = session
+                    return session
+        if config is not None:
+            field = convert.config_conflict(session.config, config)
+            if field is not None:
+                raise SessionConflictError(
+                    f"session {session_id!r} exists with another {field} "
+                    f"({getattr(session.config, field)!r}, requested "
+                    f"{getattr(config, field)!r})"
+                )
+        return session
+
+    async def _create(self, session_id: str, config: SessionConfig | None) -> Session:
+        if len(self._sessions) >= self._max_sessions:
+            raise TooManySessionsError(
+                f"the server already runs {len(self._sessions)} sessions (max_sessions)"
+            )
+        chosen = config if config is not None else self._config_for(session_id)
+        kwargs: dict[str, Any] = {"clock": self._clock, "metrics": self._metrics}
+        if self._runner is not None:
+            kwargs["runner"] = self._runner
+        if self._store is None:
+            session = Session(session_id, chosen, **kwargs)
+        else:
+            session = await Session.restore(session_id, chosen, self._store, **kwargs)
+        restored = session.restored_round
+        _log.info(
+            "session %s %s",
+            session_id,
+            f"restored at round {restored}" if restored is not None else "created",
+            extra={"session": session_id, "aggregation": chosen.aggregation},
+        )
+        return session
+
+    def _session(self, session_id: str) -> Session:
+        _check_session_id(session_id)
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise UnknownSessionError(f"no session {session_id!r} on this server; join first")
+        return session
+
+    async def aclose(self) -> None:
+        """Stop every session's timers and background work (server shutdown)."""
+        for session in list(self._sessions.values()):
+            await session.aclose()
+
+    # ------------------------------------------------------------------ RPCs
+
+    async def JoinSession(  # noqa: N802 - gRPC method name
+        self, request: pb.JoinSessionRequest, context: Context
+    ) -> pb.JoinSessionResponse:
+        """Join (creating the session on first use); re-joining after a reconnect is fine."""
+        try:
+            session = await self.open_session(request.session_id)
+            joined = await session.join(request.client_id, int(request.sample_count))
+        except SessionError as err:
+            await _abort(context, err)
+        return pb.JoinSessionResponse(
+            config=convert.config_to_proto(session.config),
+            state=convert.state_to_proto(joined.state),
+            current_round=joined.current_round,
+            selected=joined.selected,
+        )
+
+    async def PushUpdate(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.PushUpdateRequest], context: Context
+    ) -> pb.PushUpdateResponse:
+        """Receive one update (header, then frames) and hand it to the session."""
+        try:
+            return await self._push(request_iterator)
+        except SessionError as err:
+            await self._discard_rest(request_iterator)
+            await _abort(context, err)
+
+    async def _discard_rest(self, messages: AsyncIterator[pb.PushUpdateRequest]) -> None:
+        """Read and drop what the client still sends before answering with an error.
+
+        A gRPC client still sending into a call the server has finished gets INTERNAL instead
+        of the server's status (a race in the client's send); draining makes the refusal's
+        status reliable. Nothing is kept, one message at a time; at most about two updates'
+        worth of bytes are read (then the call is answered anyway).
+        """
+        budget = 2 * self._max_update_bytes
+        with contextlib.suppress(Exception):
+            async for message in messages:
+                budget -= message.ByteSize()
+                if budget < 0:
+                    break
+
+    async def _push(self, messages: AsyncIterator[pb.PushUpdateRequest]) -> pb.PushUpdateResponse:
+        first = await anext(messages, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidRequestError("a PushUpdate stream starts with an UpdateHeader")
+        header = first.header
+        session = self._session(header.session_id)
+        client_id, round_number = header.client_id, int(header.round)
+        session.precheck_update(client_id, round_number)
+        self._on_waiting(1)
+        try:
+            await self._slots.acquire()
+        finally:
+            self._on_waiting(-1)
+        self._on_assembly(1)
+        try:
+            # The round may have closed while this call waited for a slot.
+            session.precheck_update(client_id, round_number)
+            assembler = TensorAssembler(
+                max_total_bytes=self._max_update_bytes, max_tensors=self._max_update_tensors
+            )
+            try:
+                layers = await self._assemble(client_id, messages, assembler, session)
+            except UpdateRejectedError as err:
+                session.metrics.update_received(
+                    session.session_id, assembler.bytes_received, accepted=False, reason=err.reason
+                )
+                raise
+            ack = await session.submit_update(
+                client_id,
+                round_number,
+                layers,
+                int(header.sample_count),
+                dict(header.metrics),
+                nbytes=assembler.bytes_received,
+            )
+            del layers, assembler
+        finally:
+            self._on_assembly(-1)
+            self._slots.release()
+        return pb.PushUpdateResponse(round=ack.round, received_updates=ack.received_updates)
+
+    @staticmethod
+    async def _assemble(
+        client_id: str,
+        messages: AsyncIterator[pb.PushUpdateRequest],
+        assembler: TensorAssembler,
+        session: Session,
+    ) -> list[Array]:
+        try:
+            async for message in messages:
+                if message.WhichOneof("part") != "frame":
+                    raise MalformedUpdateError(
+                        f"client {client_id!r}: after the header, a PushUpdate stream carries "
+                        "only tensor frames"
+                    )
+                frame = message.frame
+                if frame.WhichOneof("frame") == "manifest" and assembler.manifest is None:
+                    convert.check_manifest(client_id, frame.manifest, session.global_weights)
+                assembler.feed(frame)
+            return [array for _name, array in assembler.result()]
+        except TensorStreamError as err:
+            raise MalformedUpdateError(f"client {client_id!r}: {err}") from None
+
+    async def PullGlobalWeights(  # noqa: N802
+        self, request: pb.PullGlobalWeightsRequest, context: Context
+    ) -> AsyncIterator[pb.PullGlobalWeightsResponse]:
+        """Wait (within the call's deadline) for the round, then stream header and weights."""
+        try:
+            session = self._session(request.session_id)
+            wanted = int(request.round)
+            remaining = context.time_remaining()
+            waiting = session.wait_for_round(wanted)
+            if remaining is None:
+                result = await waiting
+            else:
+                try:
+                    result = await asyncio.wait_for(
+                        waiting, timeout=max(0.0, remaining - _DEADLINE_MARGIN_S)
+                    )
+                except TimeoutError:
+                    await context.abort(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"round {wanted} of session {session.session_id!r} was not aggregated "
+                        f"before the call's deadline (the session is {session.state.value} at "
+                        f"round {session.current_round})",
+                    )
+        except SessionError as err:
+            await _abort(context, err)
+        yield convert.result_header(result)
+        layers = [(convert.layer_name(i), layer) for i, layer in enumerate(result.weights or ())]
+        async for frame in aiter_frames(layers, chunk_size=self._send_chunk_bytes):
+            message = pb.PullGlobalWeightsResponse()
+            message.frame.CopyFrom(frame)
+            yield message
+        session.metrics.weights_sent(session.session_id, result.nbytes)
+
+    async def GetSessionStatus(  # noqa: N802
+        self, request: pb.GetSessionStatusRequest, context: Context
+    ) -> pb.GetSessionStatusResponse:
+        """The session's state, round, clients and last metrics."""
+        try:
+            session = self._session(request.session_id)
+        except SessionError as err:
+            await _abort(context, err)
+        return convert.status_to_proto(session.status(), session.config)
+
+    async def LeaveSession(  # noqa: N802
+        self, request: pb.LeaveSessionRequest, context: Context
+    ) -> pb.LeaveSessionResponse:
+        """Leave (idempotent); a selected client that had not reported is dropped."""
+        try:
+            session = self._session(request.session_id)
+            await session.leave(request.client_id)
+        except SessionError as err:
+            await _abort(context, err)
+        return pb.LeaveSessionResponse()
