@@ -230,7 +230,14 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
     ) -> pb.JoinSessionResponse:
         """Join (creating the session on first use); re-joining after a reconnect is fine."""
         try:
-            session = await self.open_session(request.session_id)
+            config = (
+                convert.config_from_proto(
+                    request.config, defaults=self._config_for(request.session_id)
+                )
+                if request.HasField("config")
+                else None
+            )
+            session = await self.open_session(request.session_id, config)
             joined = await session.join(request.client_id, int(request.sample_count))
         except SessionError as err:
             await _abort(context, err)

@@ -340,3 +340,39 @@ def test_settings_parse_the_session_defaults(monkeypatch: pytest.MonkeyPatch) ->
     assert config.round_timeout is None
     with pytest.raises(ValueError, match="server_momentum"):
         AggregatorSettings(aggregation_parameters={"server_momentum": 3})
+
+
+async def test_join_with_a_config_creates_the_session_and_a_conflict_names_the_field() -> None:
+    async with serve() as h:
+        first = await h.stub.JoinSession(
+            pb.JoinSessionRequest(
+                session_id="ns/configured",
+                client_id="a",
+                sample_count=10,
+                config=pb.SessionConfig(aggregation="FedAdam", exit_round=7),
+            ),
+            timeout=TIMEOUT,
+        )
+        assert (first.config.aggregation, first.config.exit_round) == ("FedAdam", 7)
+        same = await h.stub.JoinSession(
+            pb.JoinSessionRequest(
+                session_id="ns/configured",
+                client_id="b",
+                sample_count=10,
+                config=pb.SessionConfig(aggregation="FedAdam", exit_round=7),
+            ),
+            timeout=TIMEOUT,
+        )
+        assert same.config.exit_round == 7
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await h.stub.JoinSession(
+                pb.JoinSessionRequest(
+                    session_id="ns/configured",
+                    client_id="c",
+                    sample_count=10,
+                    config=pb.SessionConfig(aggregation="FedAdam", exit_round=9),
+                ),
+                timeout=TIMEOUT,
+            )
+        assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "exit_round" in (caught.value.details() or "")

@@ -116,22 +116,31 @@ class JoinSessionRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     SAMPLE_COUNT_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session, normally "<namespace>/<FederatedLearningJob name>"."""
     client_id: _builtins.str
     """The trainer's WORKER_NAME."""
     sample_count: _builtins.int
     """Number of local training samples."""
+    @_builtins.property
+    def config(self) -> Global___SessionConfig:
+        """Optional: the configuration the client expects. The first join creates the session with
+        it (unset fields take the server's defaults); a later join with a different value is
+        FAILED_PRECONDITION naming the field. Unset: the server's configuration.
+        """
+
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         client_id: _builtins.str = ...,
         sample_count: _builtins.int = ...,
+        config: Global___SessionConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "sample_count", b"sample_count", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "config", b"config", "sample_count", b"sample_count", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
