@@ -21,6 +21,7 @@ class BenchConfig:
 
     requests: int = 1000
     http_requests: int = 100
+    block: int = 10
     clients: int = 32
     seconds: float = 10.0
     http_seconds: float = 10.0

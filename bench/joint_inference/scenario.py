@@ -116,11 +116,15 @@ class _Run:
             floor_stats(servers.floor_target)  # clear the compute samples of the checks
             ours = {OURS: servers.ours, OURS_B1: servers.ours_b1}
             before = {path: server.metrics() for path, server in ours.items()}
-            self.progress(f"one client, sequential: {sum(counts.values())} requests")
+            self.progress(
+                f"one client, sequential: {sum(counts.values())} requests, interleaved in "
+                f"blocks of {config.block}"
+            )
             latencies = round_robin(
                 callers,
                 counts,
                 x,
+                block=config.block,
                 progress=lambda done, total: self.progress(
                     f"one client, sequential: {done}/{total}", log=False
                 ),

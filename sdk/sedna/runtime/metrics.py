@@ -139,31 +139,51 @@ class GrpcServerMetrics:
         )
 
 
-class _Observation:
-    """One RPC as the metrics see it: started now, counts messages, finished once."""
+class _MethodMetrics:
+    """The labelled series of one method, looked up once (``labels()`` takes a lock)."""
 
-    __slots__ = ("_finished", "_labels", "_metrics", "_start")
+    __slots__ = ("_handled", "_labels", "_metrics", "handling", "received", "sent", "started")
 
     def __init__(self, metrics: GrpcServerMetrics, labels: tuple[RpcType, str, str]) -> None:
         self._metrics = metrics
         self._labels = labels
+        self.started = metrics.started.labels(*labels)
+        self.received = metrics.msg_received.labels(*labels)
+        self.sent = metrics.msg_sent.labels(*labels)
+        self.handling = metrics.handling_seconds.labels(*labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = self._metrics.handled.labels(*self._labels, code.name)
+        return child
+
+
+class _Observation:
+    """One RPC as the metrics see it: started now, counts messages, finished once."""
+
+    __slots__ = ("_finished", "_series", "_start")
+
+    def __init__(self, series: _MethodMetrics) -> None:
+        self._series = series
         self._finished = False
-        metrics.started.labels(*labels).inc()
+        series.started.inc()
         self._start = time.perf_counter()
 
     def received(self) -> None:
-        self._metrics.msg_received.labels(*self._labels).inc()
+        self._series.received.inc()
 
     def sent(self) -> None:
-        self._metrics.msg_sent.labels(*self._labels).inc()
+        self._series.sent.inc()
 
     def finish(self, code: grpc.StatusCode) -> None:
         if self._finished:
             return
         self._finished = True
         elapsed = time.perf_counter() - self._start
-        self._metrics.handled.labels(*self._labels, code.name).inc()
-        self._metrics.handling_seconds.labels(*self._labels).observe(elapsed)
+        self._series.handled(code).inc()
+        self._series.handling.observe(elapsed)
 
 
 def _as_status(value: object) -> grpc.StatusCode | None:
@@ -332,6 +352,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         self, registry: CollectorRegistry, *, buckets: Sequence[float] = DEFAULT_BUCKETS
     ) -> None:
         self.metrics = GrpcServerMetrics(registry, buckets=buckets)
+        # method -> (handler, wrapped handler): a handler that comes back is wrapped once
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -357,21 +379,29 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        service, method = split_method(handler_call_details.method)
+        full_method = handler_call_details.method
+        key = full_method.decode() if isinstance(full_method, bytes) else full_method
+        cached = self._wrapped.get(key)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        service, method = split_method(full_method)
         labels: tuple[RpcType, str, str] = (rpc_type(handler), service, method)
+        series = _MethodMetrics(self.metrics, labels)
         if handler.response_streaming:
-            return with_behaviour(handler, self._streaming(handler, labels))
-        return with_behaviour(handler, self._unary(handler, labels))
+            wrapped = with_behaviour(handler, self._streaming(handler, series))
+        else:
+            wrapped = with_behaviour(handler, self._unary(handler, series))
+        if len(self._wrapped) < 4096:  # bounded: only registered methods get here
+            self._wrapped[key] = (handler, wrapped)
+        return wrapped
 
-    def _unary(
-        self, handler: grpc.RpcMethodHandler[Any, Any], labels: tuple[RpcType, str, str]
-    ) -> Behaviour:
+    def _unary(self, handler: grpc.RpcMethodHandler[Any, Any], series: _MethodMetrics) -> Behaviour:
         behaviour = behaviour_of(handler)
         request_streaming = bool(handler.request_streaming)
-        metrics = self.metrics
+        coroutine = inspect.iscoroutinefunction(behaviour)
 
         async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            observation = _Observation(metrics, labels)
+            observation = _Observation(series)
             inner_context: grpc.aio.ServicerContext[Any, Any] = context
             if request_streaming:
                 request = _count_requests(request, observation)
@@ -379,7 +409,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             else:
                 observation.received()
             try:
-                response = await _call_unary(behaviour, request, inner_context)
+                if coroutine:
+                    response = await behaviour(request, inner_context)
+                else:
+                    response = await _call_unary(behaviour, request, inner_context)
             except BaseException as exc:
                 observation.finish(_final_code(context, exc))
                 raise
@@ -392,16 +425,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         return observed
 
     def _streaming(
-        self, handler: grpc.RpcMethodHandler[Any, Any], labels: tuple[RpcType, str, str]
+        self, handler: grpc.RpcMethodHandler[Any, Any], series: _MethodMetrics
     ) -> Behaviour:
         behaviour = behaviour_of(handler)
         request_streaming = bool(handler.request_streaming)
-        metrics = self.metrics
 
         async def observed(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            observation = _Observation(metrics, labels)
+            observation = _Observation(series)
             if request_streaming:
                 request = _count_requests(request, observation)
             else:

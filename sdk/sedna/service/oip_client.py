@@ -32,8 +32,8 @@ from sedna.runtime.channel import ChannelConfig, open_sync_channel
 from sedna.runtime.memory import tune_malloc
 from sedna.serving.convert import (
     JSON_CONTENT_TYPE,
+    RequestEncoder,
     decode_outputs,
-    encode_request,
     metadata_from_proto,
 )
 from sedna.serving.errors import InferenceError
@@ -160,6 +160,14 @@ class InferenceClient:
         self.timeout = timeout
         self._channel = open_sync_channel(config)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        # ModelInfer with the request serialized by RequestEncoder (one copy of the tensor)
+        self._model_infer: grpc.UnaryUnaryMultiCallable[bytes, pb.ModelInferResponse]
+        self._model_infer = self._channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=None,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        self._encoder = RequestEncoder(model_name)
         self._metadata: ModelMetadata | None = None
         self._lock = threading.Lock()
 
@@ -188,6 +196,9 @@ class InferenceClient:
         CloudInferenceError
             Any other error status (e.g. NOT_FOUND for an unknown model).
         """
+        cached = self._metadata
+        if cached is not None:
+            return cached
         with self._lock:
             if self._metadata is None:
                 request = pb.ModelMetadataRequest(name=self.model_name)
@@ -250,7 +261,7 @@ class InferenceClient:
         deadline = time.monotonic() + self.timeout
         meta = self.metadata(self.timeout)
         name, array, batched = self._prepare(data, meta)
-        request = encode_request(self.model_name, {name: array})
+        request = self._encoder.encode({name: array})
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise CloudUnavailableError(
@@ -259,7 +270,7 @@ class InferenceClient:
                 grpc.StatusCode.DEADLINE_EXCEEDED,
             )
         try:
-            response = self._stub.ModelInfer(request, timeout=remaining)
+            response = self._model_infer(request, timeout=remaining)
         except grpc.RpcError as exc:
             error = self._error(exc, "ModelInfer")
             if isinstance(error, CloudInferenceError) and error.code in (

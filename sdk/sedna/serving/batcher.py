@@ -14,13 +14,14 @@ The batch runs as one backend call on the model's own worker thread (one single-
 executor per model, so calls never overlap); the inputs are concatenated and the outputs
 split back along axis 0 in that thread too, off the event loop.
 
-Short calls skip the thread hop: when ``inline_compute_ms`` > 0, the model is idle, and
-its recent single-request calls took at most that long (a moving average, first learned
-on the worker thread), a lone request runs on the event loop in the caller's task. The
-hop (a thread wake-up there and back) costs ~0.2 ms, as much as a small model's compute;
-blocking the loop for a call that short delays nothing measurably, while a longer call
-still goes to the thread. A request that finds others to batch with goes to the thread
-too.
+Short calls skip the queue and the thread hop: when ``inline_compute_ms`` > 0, the model
+is idle (nothing queued or running) and its recent single-request calls took at most that
+long (a moving average, first learned on the worker thread), a request runs at once on
+the event loop, in the caller's task. The hop (a thread wake-up there and back) and the
+loop turn that gathers a batch cost ~0.2-0.3 ms, as much as a small model's compute;
+blocking the loop for a call that short delays others by less than that call would have,
+and requests arriving meanwhile queue up and form the next batch on the worker thread.
+A longer call always goes to the thread.
 """
 
 from __future__ import annotations
@@ -234,30 +235,9 @@ class DynamicBatcher:
         """
         if self._task is None or self._busy or self._queue or not self._inline_ok():
             return await self.enqueue(inputs)
-        # Idle, and the model's calls are short: gather and run the batch in this task.
-        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        key = batch_key(inputs) if self._max_batch_size > 1 else None
-        self._queue.append(_Pending(inputs, key, future))
-        self._idle.clear()
-        self._busy = True
-        try:
-            try:
-                batch = await self._next_batch()
-            except BaseException:
-                future.cancel()  # cancelled while gathering: the others go back to the queue
-                raise
-            live = [p for p in batch if not p.future.done()]
-            if len(live) == 1:
-                self._execute_inline(live)
-            else:  # others to batch with: the worker runs it on the thread
-                self._queue.extendleft(reversed(live))
-        finally:
-            self._busy = False
-            if self._queue:
-                self._wakeup.set()
-            else:
-                self._idle.set()
-        return await future
+        # Idle, and the model's calls are short: run it now, in this task (synchronously:
+        # nothing else runs on the loop meanwhile, nothing can queue behind it).
+        return self._run_inline(inputs)
 
     def _inline_ok(self) -> bool:
         solo = self._solo
@@ -357,16 +337,21 @@ class DynamicBatcher:
             self._compute_seconds.observe(time.perf_counter() - started)
         self._deliver(batch, results)
 
-    def _execute_inline(self, batch: list[_Pending]) -> None:
-        started = self._started(batch)
+    def _run_inline(self, inputs: Tensors) -> Tensors:
+        """One request's backend call on the event loop (see :meth:`submit`)."""
+        self._queue_seconds.observe(0.0)
+        self._batch_size.observe(1)
+        started = time.perf_counter()
         try:
-            results = self._infer([p.inputs for p in batch])
+            return self._infer([inputs])[0]
+        except BackendError:
+            _log.exception("inference failed", extra={"model": self._model, "batch": 1})
+            raise
         except Exception as exc:
-            self._fail(batch, exc)
-            return
+            _log.exception("inference failed", extra={"model": self._model, "batch": 1})
+            raise BackendError(f"model {self._model!r} failed to run: {_summary(exc)}") from exc
         finally:
             self._compute_seconds.observe(time.perf_counter() - started)
-        self._deliver(batch, results)
 
     def _infer(self, requests: list[Tensors]) -> list[Tensors]:
         """One backend call for ``requests`` (worker thread or inline): concatenate, split."""
@@ -377,9 +362,7 @@ class DynamicBatcher:
             finally:
                 elapsed = time.perf_counter() - started
                 solo = self._solo
-                self._solo = (
-                    elapsed if solo is None else solo + _SOLO_SMOOTHING * (elapsed - solo)
-                )
+                self._solo = elapsed if solo is None else solo + _SOLO_SMOOTHING * (elapsed - solo)
         inputs = {name: np.concatenate([r[name] for r in requests], axis=0) for name in requests[0]}
         outputs = self._backend.infer(inputs)
         return _split(outputs, [int(next(iter(r.values())).shape[0]) for r in requests])

@@ -25,6 +25,8 @@ from sedna.serving.tensors import DATATYPE_TO_NUMPY, TensorSpec, datatype_of
 
 __all__ = [
     "JSON_CONTENT_TYPE",
+    "InferRequest",
+    "RequestEncoder",
     "decode_bytes_tensor",
     "decode_inputs",
     "decode_outputs",
@@ -33,6 +35,7 @@ __all__ = [
     "encode_response",
     "metadata_from_proto",
     "metadata_to_proto",
+    "parse_infer_request",
     "requested_outputs",
 ]
 
@@ -57,6 +60,124 @@ _CONTENTS_FIELD: Final[dict[str, str]] = {
 
 _LITTLE_ENDIAN: Final = sys.byteorder == "little"
 _LENGTH: Final = struct.Struct("<I")
+_RAW_INPUT_FIELD: Final = pb.ModelInferRequest.DESCRIPTOR.fields_by_name[
+    "raw_input_contents"
+].number
+_RAW_INPUT_TAG: Final = (_RAW_INPUT_FIELD << 3) | 2  # length-delimited
+
+
+_MAX_LENGTH_VARINT: Final = 5
+"""Longest varint protobuf parsers take for a length (a 32-bit size)."""
+_ALIGN: Final = 8
+"""Raw entries written by :class:`RequestEncoder` start at a multiple of this offset."""
+_EMPTY_ID: Final = bytes(
+    ((pb.ModelInferRequest.DESCRIPTOR.fields_by_name["id"].number << 3) | 2, 0)
+)
+"""``id = ""`` written out (2 bytes of padding: a later ``id`` wins, none leaves it empty)."""
+
+
+def _varint(value: int, width: int = 0) -> bytes:
+    """``value`` as a protobuf varint, padded to ``width`` bytes (over-long but valid)."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    if len(out) < width:
+        out[-1] |= 0x80
+        out.extend(b"\x80" * (width - len(out) - 1))
+        out.append(0)
+    return bytes(out)
+
+
+def _entry_header(offset: int, length: int) -> bytes:
+    """What precedes a raw entry's bytes when the entry starts at ``offset`` of the message:
+    its tag and length, the length varint padded and empty ``id`` fields put before it so
+    that the bytes start at a multiple of :data:`_ALIGN` (when the length allows)."""
+    natural = len(_varint(length))
+    for pads in range(_ALIGN // 2):
+        for width in range(natural, _MAX_LENGTH_VARINT + 1):
+            if (offset + 2 * pads + 1 + width) % _ALIGN == 0:
+                return _EMPTY_ID * pads + bytes((_RAW_INPUT_TAG,)) + _varint(length, width)
+    return bytes((_RAW_INPUT_TAG,)) + _varint(length)
+
+
+def _read_varint(data: memoryview, offset: int) -> tuple[int, int]:
+    """The varint at ``offset`` and the offset after it; IndexError/ValueError when broken."""
+    value = shift = 0
+    while True:
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, offset
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+class InferRequest:
+    """A ModelInferRequest as the server reads it: the message without its raw contents,
+    and the raw contents as views of the received bytes (no copy).
+
+    Attributes
+    ----------
+    message
+        Every field but ``raw_input_contents``.
+    raw
+        ``raw_input_contents``, one read-only view per entry.
+    """
+
+    __slots__ = ("message", "raw")
+
+    def __init__(self, message: pb.ModelInferRequest, raw: Sequence[memoryview | bytes]) -> None:
+        self.message = message
+        self.raw = raw
+
+
+def parse_infer_request(data: bytes) -> InferRequest:
+    """Deserialize a ModelInferRequest without copying its ``raw_input_contents``.
+
+    The gRPC request deserializer of ModelInfer: protobuf would copy every raw entry into
+    the message and again into a ``bytes`` object when read; here they stay views of
+    ``data``, and protobuf parses only the rest. Anything unusual (groups, a malformed
+    message) is left to protobuf's own parser, which raises as usual.
+    """
+    view = memoryview(data)
+    raw: list[memoryview] = []
+    rest: list[memoryview] = []
+    offset, end = 0, len(view)
+    try:
+        while offset < end:
+            start = offset
+            tag, offset = _read_varint(view, offset)
+            wire = tag & 7
+            if wire == 0:
+                _, offset = _read_varint(view, offset)
+            elif wire == 1:
+                offset += 8
+            elif wire == 5:
+                offset += 4
+            elif wire == 2:
+                length, offset = _read_varint(view, offset)
+                if tag == _RAW_INPUT_TAG:
+                    if offset + length > end:
+                        raise ValueError("truncated")
+                    raw.append(view[offset : offset + length])
+                    offset += length
+                    continue
+                offset += length
+            else:
+                raise ValueError("group")
+            if offset > end:
+                raise ValueError("truncated")
+            rest.append(view[start:offset])
+    except (IndexError, ValueError):
+        message = pb.ModelInferRequest.FromString(data)
+        return InferRequest(message, list(message.raw_input_contents))
+    if not raw:
+        return InferRequest(pb.ModelInferRequest.FromString(data), [])
+    return InferRequest(pb.ModelInferRequest.FromString(b"".join(rest)), raw)
 
 
 def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[int, ...]:
@@ -68,7 +189,9 @@ def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[int, ...]:
     return shape
 
 
-def decode_bytes_tensor(name: str, raw: bytes, count: int, role: str = "input") -> list[bytes]:
+def decode_bytes_tensor(
+    name: str, raw: bytes | memoryview, count: int, role: str = "input"
+) -> list[bytes]:
     """Split raw BYTES content (``<u4`` length + bytes, per element) into ``count`` elements.
 
     Parameters
@@ -122,7 +245,7 @@ def encode_bytes_tensor(array: npt.NDArray[np.generic]) -> bytes:
 def _from_raw(
     tensor: pb.ModelInferRequest.InferInputTensor | pb.ModelInferResponse.InferOutputTensor,
     shape: tuple[int, ...],
-    raw: bytes,
+    raw: bytes | memoryview,
     role: str = "input",
 ) -> npt.NDArray[np.generic]:
     count = math.prod(shape)
@@ -139,7 +262,10 @@ def _from_raw(
             f"({tensor.datatype} {list(shape)}: {count} elements x {dtype.itemsize} bytes)"
         )
     array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
-    return array if _LITTLE_ENDIAN else array.astype(dtype)
+    if not _LITTLE_ENDIAN:
+        return array.astype(dtype)
+    # A view into a received message may sit at any offset: backends get aligned arrays.
+    return array if array.flags.aligned else array.copy()
 
 
 def _from_contents(
@@ -174,13 +300,14 @@ def _from_contents(
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-def decode_inputs(request: pb.ModelInferRequest) -> list[InputTensor]:
+def decode_inputs(request: pb.ModelInferRequest | InferRequest) -> list[InputTensor]:
     """Decode the request's input tensors.
 
     Parameters
     ----------
     request
-        A ModelInferRequest.
+        A ModelInferRequest, or one read by :func:`parse_infer_request` (its raw
+        contents become arrays without a copy).
 
     Returns
     -------
@@ -193,7 +320,11 @@ def decode_inputs(request: pb.ModelInferRequest) -> list[InputTensor]:
         Unknown datatype, negative dimension, wrong element or byte count, raw and typed
         contents mixed, or a raw entry count different from the input count.
     """
-    raw = request.raw_input_contents
+    raw: Sequence[memoryview | bytes]
+    if isinstance(request, InferRequest):
+        raw, request = request.raw, request.message
+    else:
+        raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInputError(
             f"raw_input_contents has {len(raw)} entries, expected one per input "
@@ -242,9 +373,12 @@ def encode_response(
             tensor.parameters["content_type"].string_param = output.content_type
         if datatype == "BYTES":
             response.raw_output_contents.append(encode_bytes_tensor(array))
+        elif _LITTLE_ENDIAN and array.dtype.byteorder in "=|<":
+            response.raw_output_contents.append(array.tobytes())  # C order, one copy
         else:
-            little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-            response.raw_output_contents.append(np.ascontiguousarray(little).tobytes())
+            response.raw_output_contents.append(
+                array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            )
     return response
 
 
@@ -337,6 +471,86 @@ def encode_request(
         request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
         request.raw_input_contents.append(_raw_bytes(name, array, datatype))
     return request
+
+
+class RequestEncoder:
+    """Builds serialized ModelInferRequests for one model, the client side of
+    :func:`parse_infer_request`.
+
+    The message without its raw contents is serialized once per input signature (names,
+    datatypes, shapes) and kept; each request is each input's bytes as a
+    ``raw_input_contents`` entry, then that prefix, joined in one copy
+    (``encode_request`` plus protobuf serialization copy every tensor three times).
+
+    The raw entries come first, each placed so that the tensor bytes start at a multiple
+    of 8 bytes into the message (its length varint padded, over-long but within the 5
+    bytes parsers take for a length, and empty ``id`` fields before it):
+    :func:`parse_infer_request` then hands the backend aligned arrays that view the
+    received message, with no copy. Fields in any order, repeated singular fields (the
+    last wins) and over-long varints are valid protobuf: any OIP server (e.g. Triton)
+    reads the same request.
+
+    Parameters
+    ----------
+    model_name, model_version
+        The model called (an empty version: the served one).
+    """
+
+    def __init__(self, model_name: str, model_version: str = "") -> None:
+        self.model_name = model_name
+        self.model_version = model_version
+        self._prefixes: dict[tuple[tuple[str, str, tuple[int, ...]], ...], bytes] = {}
+
+    def _prefix(self, signature: tuple[tuple[str, str, tuple[int, ...]], ...]) -> bytes:
+        prefix = self._prefixes.get(signature)
+        if prefix is None:
+            request = pb.ModelInferRequest(
+                model_name=self.model_name, model_version=self.model_version
+            )
+            for name, datatype, shape in signature:
+                request.inputs.add(name=name, datatype=datatype, shape=list(shape))
+            prefix = request.SerializeToString()
+            if len(self._prefixes) >= 64:  # bounded: shapes may vary
+                self._prefixes.clear()
+            self._prefixes[signature] = prefix
+        return prefix
+
+    def encode(self, inputs: Mapping[str, npt.NDArray[np.generic]]) -> bytes:
+        """The serialized request for ``inputs`` (see :func:`encode_request`).
+
+        Raises
+        ------
+        TypeError
+            As :func:`encode_request`.
+        """
+        signature: list[tuple[str, str, tuple[int, ...]]] = []
+        parts: list[bytes | memoryview] = []
+        offset = 0
+        for name, array in inputs.items():
+            try:
+                datatype = datatype_of(array.dtype)
+            except KeyError:
+                raise TypeError(
+                    f"input {name!r} has dtype {array.dtype}, which the Open Inference "
+                    "Protocol cannot carry"
+                ) from None
+            signature.append((name, datatype, tuple(int(d) for d in array.shape)))
+            data: bytes | memoryview
+            if datatype == "BYTES":
+                data = _raw_bytes(name, array, datatype)
+            elif array.flags.c_contiguous and (
+                array.dtype.byteorder in "<|" or (_LITTLE_ENDIAN and array.dtype.byteorder == "=")
+            ):
+                data = array.data.cast("B") if array.size else b""
+            else:
+                data = memoryview(_raw_bytes(name, array, datatype))
+            length = data.nbytes if isinstance(data, memoryview) else len(data)
+            header = _entry_header(offset, length)
+            parts.append(header)
+            parts.append(data)
+            offset += len(header) + length
+        parts.append(self._prefix(tuple(signature)))
+        return b"".join(parts)
 
 
 def _output_shape(tensor: pb.ModelInferResponse.InferOutputTensor) -> tuple[int, ...]:

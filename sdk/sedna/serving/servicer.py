@@ -7,7 +7,7 @@ service's model repository, or ``BigModelService``'s one estimator.
 from __future__ import annotations
 
 import logging
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn, cast
 
 import grpc
 
@@ -69,6 +69,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: ModelStore, *, server_name: str = DEFAULT_SERVER_NAME) -> None:
         self._repo = models
         self._server_name = server_name
+        self._counters: dict[tuple[str, str], Any] = {}  # requests_total children, by labels
 
     async def ServerLive(  # noqa: N802 - gRPC method name
         self, request: pb.ServerLiveRequest, context: Context
@@ -110,26 +111,70 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return convert.metadata_to_proto(model.metadata)
 
     async def ModelInfer(  # noqa: N802
-        self, request: pb.ModelInferRequest, context: Context
+        self, request: pb.ModelInferRequest | convert.InferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        """Run one inference (batched with concurrent ones); outputs as raw contents."""
+        """Run one inference (batched with concurrent ones); outputs as raw contents.
+
+        The server hands it a :class:`~sedna.serving.convert.InferRequest` (raw inputs
+        not copied, see :func:`add_inference_service`); a plain message works too.
+        """
         status = "ok"
+        message = request.message if isinstance(request, convert.InferRequest) else request
         try:
-            model = self._repo.get(request.model_name, request.model_version)
+            model = self._repo.get(message.model_name, message.model_version)
             inputs = convert.decode_inputs(request)
-            outputs = await model.infer(inputs, convert.requested_outputs(request))
-            return convert.encode_response(request, model.version, outputs)
+            outputs = await model.infer(inputs, convert.requested_outputs(message))
+            return convert.encode_response(message, model.version, outputs)
         except InferenceError as exc:
             status = _code(exc)[1]
             await _abort(context, exc)
         except Exception:
             status = "internal"
-            _log.exception("ModelInfer failed", extra={"model": request.model_name})
+            _log.exception("ModelInfer failed", extra={"model": message.model_name})
             await context.abort(grpc.StatusCode.INTERNAL, "internal error while running the model")
             raise  # pragma: no cover - abort raises
         finally:
-            if request.model_name in self._repo.names:  # bounded label set
-                self._repo.metrics.requests.labels(model=request.model_name, status=status).inc()
+            self._count(message.model_name, status)
+
+    def _count(self, model: str, status: str) -> None:
+        counter = self._counters.get((model, status))
+        if counter is None:
+            if model not in self._repo.names:  # bounded label set
+                return
+            counter = self._repo.metrics.requests.labels(model=model, status=status)
+            self._counters[(model, status)] = counter
+        counter.inc()
+
+
+class _Capture:
+    """Stands in for a server to capture the generated code's method handlers."""
+
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self.handlers = handlers
+
+
+def _add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """The generated registration, with ModelInfer read by :func:`convert.parse_infer_request`."""
+    capture = _Capture()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, cast(grpc.aio.Server, capture))
+    handlers = dict(capture.handlers)
+    infer = handlers["ModelInfer"]
+    if infer.unary_unary is None:  # pragma: no cover - generated as unary-unary
+        raise TypeError("ModelInfer is not a unary-unary method")
+    handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
+        infer.unary_unary,
+        request_deserializer=convert.parse_infer_request,
+        response_serializer=infer.response_serializer,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def add_inference_service(
@@ -158,5 +203,5 @@ def add_inference_service(
     """
     tune_malloc()  # large tensors from the heap, not one mmap per copy (sedna.runtime.memory)
     servicer = InferenceServicer(models, server_name=server_name)
-    server.add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, servicer, SERVICE_NAME)
+    server.add_servicer(_add_to_server, servicer, SERVICE_NAME)
     return servicer
