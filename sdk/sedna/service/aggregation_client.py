@@ -1,0 +1,788 @@
+"""A synchronous gRPC client of the federated-learning aggregation server (``sedna-aggregator``).
+
+Replaces upstream's websocket ``AggregationClient`` (JSON weight lists, no deadlines): the
+weights travel as chunked typed tensors (:func:`sedna.tensor.iter_frames`), every call has a
+deadline, and every failure is a :class:`AggregationClientError` (a
+:class:`~sedna.common.errors.SednaError`) whose message names the call, the server and the
+status.
+
+Retries (with exponential backoff, within the call's deadline):
+
+* ``join``, ``pull``, ``status`` and ``leave``: on UNAVAILABLE (no server yet, a restart, a
+  dropped connection). They are idempotent on the server.
+* ``push``: on UNAVAILABLE only while no tensor frame of the update was handed to gRPC, and on
+  the server's refusals that mean "too early" (the round is not open yet, or the session is
+  still at an earlier round); never once the update's bytes may have reached the server.
+
+Example
+-------
+>>> with AggregationClient("127.0.0.1", 7363) as client:  # doctest: +SKIP
+...     joined = client.join("default/fl-job", "trainworker-x1", sample_count=600)
+...     client.push(joined.current_round, weights, sample_count=600, metrics={"loss": 0.3})
+...     round_number, weights, done = client.pull(joined.current_round, timeout=600)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+from google.protobuf import json_format
+
+from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
+from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
+from sedna.common.errors import SednaError
+from sedna.runtime.channel import ChannelConfig, open_sync_channel
+from sedna.tensor import (
+    DEFAULT_CHUNK_SIZE,
+    TensorAssembler,
+    TensorError,
+    from_numpy_dtype,
+    iter_frames,
+)
+
+__all__ = [
+    "CURRENT_ROUND_METADATA_KEY",
+    "DEFAULT_AGG_PORT",
+    "AggregationClient",
+    "AggregationClientError",
+    "AggregatorUnavailableError",
+    "ClientStatus",
+    "GlobalWeights",
+    "JoinResult",
+    "NotJoinedError",
+    "NotSelectedError",
+    "PullTimeoutError",
+    "RoundNotOpenError",
+    "SessionClosedError",
+    "SessionConfigConflictError",
+    "SessionFailedError",
+    "SessionNotFoundError",
+    "SessionSettings",
+    "SessionStatus",
+    "UpdateRejectedError",
+    "WrongRoundError",
+]
+
+_log = logging.getLogger(__name__)
+
+Array = npt.NDArray[Any]
+T = TypeVar("T")
+
+DEFAULT_AGG_PORT: Final = 7363
+CURRENT_ROUND_METADATA_KEY: Final = "sedna-current-round"
+"""Trailing metadata of a wrong-round refusal: the session's current round."""
+
+_MAX_RECONNECT_BACKOFF_MS: Final = 1000
+"""gRPC waits up to 120 s between reconnects by default; a restarted aggregator would be
+ignored for minutes by a channel waiting to reconnect."""
+_INITIAL_BACKOFF: Final = 0.05
+_MAX_BACKOFF: Final = 2.0
+_MIN_ATTEMPT_SECONDS: Final = 0.05
+"""No retry is started with less time than this left before the deadline."""
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+class AggregationClientError(SednaError):
+    """A call to the aggregation server failed.
+
+    Attributes
+    ----------
+    code : grpc.StatusCode
+        The gRPC status (``UNKNOWN`` for a client-side problem such as an undecodable stream).
+    details : str
+        The server's message.
+    """
+
+    def __init__(
+        self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN, details: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+class AggregatorUnavailableError(AggregationClientError):
+    """The server could not be reached (UNAVAILABLE) before the call's deadline."""
+
+
+class PullTimeoutError(AggregationClientError):
+    """The round was not aggregated before the pull's deadline (DEADLINE_EXCEEDED)."""
+
+
+class SessionNotFoundError(AggregationClientError):
+    """The server holds no such session (NOT_FOUND): join (again) first, e.g. after a restart."""
+
+
+class SessionFailedError(AggregationClientError):
+    """The session failed (ABORTED): a round ended short of its minimum participants."""
+
+
+class SessionClosedError(AggregationClientError):
+    """The session is completed or failed and takes no more updates."""
+
+
+class SessionConfigConflictError(AggregationClientError):
+    """The session exists with another configuration than the one this client asked for."""
+
+
+class NotJoinedError(AggregationClientError):
+    """The server does not know this client in the session (not joined, or left)."""
+
+
+class NotSelectedError(AggregationClientError):
+    """The client was not selected for the round (client selection): pull instead."""
+
+
+class RoundNotOpenError(AggregationClientError):
+    """The round is not open yet (waiting for clients) or is closing (aggregating)."""
+
+
+class WrongRoundError(AggregationClientError):
+    """The update was for another round than the session's.
+
+    Attributes
+    ----------
+    round : int
+        The round of the refused update.
+    current_round : int
+        The session's current round (from the server's ``sedna-current-round`` metadata;
+        -1 when the server did not send it). Higher than :attr:`round`: the update is stale
+        (the round closed without it); lower: the session has not reached that round yet.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        code: grpc.StatusCode,
+        details: str,
+        *,
+        round: int,
+        current_round: int,
+    ) -> None:
+        super().__init__(message, code, details)
+        self.round = round
+        self.current_round = current_round
+
+
+class UpdateRejectedError(AggregationClientError):
+    """The server refused the update as malformed or duplicate (INVALID_ARGUMENT,
+    ALREADY_EXISTS, ...); the message names the layer or the reason."""
+
+
+# ----------------------------------------------------------------------------------- values
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """A session's configuration (the proto's ``SessionConfig``).
+
+    As a request (``join(config=...)``), zero/empty fields mean "the server's setting".
+    """
+
+    aggregation: str = ""
+    aggregation_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    exit_round: int = 0
+    min_participants: int = 0
+    client_fraction: float = 0.0
+    round_timeout: float | None = None
+    target_metric: str = ""
+    target_metric_value: float = 0.0
+    proximal_mu: float = 0.0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> SessionSettings:
+        """Build from a mapping of field names (unknown names raise ``ValueError``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown session config fields {unknown}; known: {sorted(names)}")
+        return cls(**dict(values))
+
+    def to_proto(self) -> pb.SessionConfig:
+        """The proto message."""
+        message = pb.SessionConfig(
+            aggregation=self.aggregation,
+            exit_round=int(self.exit_round),
+            min_participants=int(self.min_participants),
+            client_fraction=float(self.client_fraction),
+            target_metric=self.target_metric,
+            target_metric_value=float(self.target_metric_value),
+            proximal_mu=float(self.proximal_mu),
+        )
+        if self.aggregation_parameters:
+            message.aggregation_parameters.update(dict(self.aggregation_parameters))
+        if self.round_timeout is not None:
+            message.round_timeout.FromTimedelta(
+                datetime.timedelta(seconds=float(self.round_timeout))
+            )
+        return message
+
+    @classmethod
+    def from_proto(cls, message: pb.SessionConfig) -> SessionSettings:
+        """From the proto message."""
+        return cls(
+            aggregation=message.aggregation,
+            aggregation_parameters=(
+                json_format.MessageToDict(message.aggregation_parameters)
+                if message.HasField("aggregation_parameters")
+                else {}
+            ),
+            exit_round=int(message.exit_round),
+            min_participants=int(message.min_participants),
+            client_fraction=float(message.client_fraction),
+            round_timeout=(
+                message.round_timeout.ToTimedelta().total_seconds()
+                if message.HasField("round_timeout")
+                else None
+            ),
+            target_metric=message.target_metric,
+            target_metric_value=float(message.target_metric_value),
+            proximal_mu=float(message.proximal_mu),
+        )
+
+
+def _state_name(state: int) -> str:
+    return str(pb.SessionState.Name(state)).removeprefix("SESSION_STATE_")  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JoinResult:
+    """The answer to :meth:`AggregationClient.join`.
+
+    ``state`` is the proto's name without prefix (``WAITING_FOR_CLIENTS``, ``TRAINING``,
+    ``AGGREGATING``, ``COMPLETED``, ``FAILED``); ``current_round`` the round to train for next
+    (rounds start at 1); ``selected`` whether this client is selected for it.
+    """
+
+    state: str
+    current_round: int
+    selected: bool
+    config: SessionSettings
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GlobalWeights:
+    """The aggregate of a round; unpacks as ``(round, weights, exit)``.
+
+    ``exit`` is True when the session is complete and the client should stop (upstream's
+    ``exit_flag == "ok"``).
+    """
+
+    round: int
+    weights: list[Array]
+    exit: bool
+    total_samples: int = 0
+    participants: tuple[str, ...] = ()
+    dropped_clients: tuple[str, ...] = ()
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        """``round, weights, exit = client.pull(...)``."""
+        return iter((self.round, self.weights, self.exit))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientStatus:
+    """One client of a session, as the server sees it."""
+
+    client_id: str
+    sample_count: int
+    last_round: int
+    selected: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionStatus:
+    """The answer to :meth:`AggregationClient.status`."""
+
+    state: str
+    current_round: int
+    clients: tuple[ClientStatus, ...]
+    metrics: Mapping[str, float]
+    config: SessionSettings
+
+
+# ----------------------------------------------------------------------------------- client
+
+
+def _target(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def _code(exc: grpc.RpcError) -> grpc.StatusCode:
+    return exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+
+
+def _details(exc: grpc.RpcError) -> str:
+    return (exc.details() or "") if isinstance(exc, grpc.Call) else str(exc)
+
+
+def _current_round(exc: grpc.RpcError) -> int:
+    if not isinstance(exc, grpc.Call):
+        return -1
+    for key, value in exc.trailing_metadata() or ():
+        if key == CURRENT_ROUND_METADATA_KEY:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return -1
+    return -1
+
+
+class AggregationClient:
+    """One trainer's connection to ``sedna-aggregator``, synchronous, a deadline on every call.
+
+    Parameters
+    ----------
+    host, port
+        The server (``AGG_IP``, ``AGG_PORT``).
+    timeout
+        Default deadline of ``join``, ``push``, ``status`` and ``leave`` in seconds (retries
+        included). ``pull`` waits for a round and takes its own ``timeout``.
+    chunk_size
+        Bytes per tensor chunk of an update (keep it under the server's
+        ``max_receive_message_bytes``, 64 MiB by default).
+    max_weights_bytes
+        Largest global model accepted by :meth:`pull` (16 GiB by default).
+    channel_config
+        TLS, token, message limits...; its ``target`` is replaced by ``host:port``.
+
+    Notes
+    -----
+    :meth:`join` remembers the session and client ids; the other calls use them. The channel
+    connects lazily, so creating a client never blocks. Safe to share between threads for
+    ``status``; one trainer thread should drive ``join``/``push``/``pull``.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_AGG_PORT,
+        *,
+        timeout: float = 30.0,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_weights_bytes: int = 16 << 30,
+        channel_config: ChannelConfig | None = None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, not {timeout}")
+        target = _target(host, int(port))
+        if channel_config is None:
+            channel_config = ChannelConfig(target=target)
+        options = channel_config.options
+        if not any(name == "grpc.max_reconnect_backoff_ms" for name, _ in options):
+            options = (*options, ("grpc.max_reconnect_backoff_ms", _MAX_RECONNECT_BACKOFF_MS))
+        config = dataclasses.replace(
+            channel_config, target=target, default_timeout=timeout, options=options
+        )
+        self.target = target
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+        self.max_weights_bytes = max_weights_bytes
+        self.session_id = ""
+        self.client_id = ""
+        self._channel = open_sync_channel(config)
+        self._stub = pb_grpc.AggregationServiceStub(self._channel)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _error(
+        self, exc: grpc.RpcError, what: str, round_number: int = 0
+    ) -> AggregationClientError:
+        code, details = _code(exc), _details(exc)
+        where = f"session {self.session_id!r}" if self.session_id else "the aggregation server"
+        message = f"{what} ({where} at {self.target}) failed: {code.name}: {details}"
+        if code is grpc.StatusCode.UNAVAILABLE:
+            return AggregatorUnavailableError(
+                f"{message} (is sedna-aggregator running and reachable at {self.target}?)",
+                code,
+                details,
+            )
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return (
+                PullTimeoutError(message, code, details)
+                if what.startswith("pull")
+                else (AggregatorUnavailableError(message, code, details))
+            )
+        if code is grpc.StatusCode.NOT_FOUND:
+            return SessionNotFoundError(message, code, details)
+        if code is grpc.StatusCode.ABORTED:
+            return SessionFailedError(message, code, details)
+        if code is grpc.StatusCode.FAILED_PRECONDITION:
+            current = _current_round(exc)
+            if current >= 0:
+                return WrongRoundError(
+                    f"{message} (the session is at round {current})",
+                    code,
+                    details,
+                    round=round_number,
+                    current_round=current,
+                )
+            # The core's refusals, told apart by their messages (see sedna_aggregator.core).
+            if "not selected" in details:
+                return NotSelectedError(message, code, details)
+            if "is not open yet" in details or "is closed" in details or "closed before" in details:
+                return RoundNotOpenError(message, code, details)
+            if "has not joined" in details:
+                return NotJoinedError(message, code, details)
+            if "exists with another" in details:
+                return SessionConfigConflictError(message, code, details)
+            if "takes no more updates" in details:
+                return SessionClosedError(message, code, details)
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS):
+            return UpdateRejectedError(message, code, details)
+        return AggregationClientError(message, code, details)
+
+    def _retrying(
+        self,
+        what: str,
+        call: Callable[[float], T],
+        timeout: float,
+        retryable: Callable[[AggregationClientError], bool],
+        round_number: int = 0,
+    ) -> T:
+        """``call(remaining)`` until it succeeds, a non-retryable error, or the deadline."""
+        deadline = time.monotonic() + timeout
+        backoff = _INITIAL_BACKOFF
+        attempt = 0
+        previous: AggregationClientError | None = None
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            try:
+                return call(max(remaining, 0.001))
+            except grpc.RpcError as exc:
+                err = self._error(exc, what, round_number)
+            if (
+                previous is not None
+                and previous.code is not grpc.StatusCode.UNAVAILABLE
+                and err.code is grpc.StatusCode.DEADLINE_EXCEEDED
+            ):
+                # The deadline ran out in a retry: the refusal that made us retry says more.
+                err = previous
+            remaining = deadline - time.monotonic()
+            if not retryable(err) or remaining <= _MIN_ATTEMPT_SECONDS:
+                if attempt > 1:
+                    err.args = (f"{err.args[0]} (after {attempt} attempts in {timeout:g} s)",)
+                raise err
+            previous = err
+            delay = min(random.uniform(0, backoff), remaining - _MIN_ATTEMPT_SECONDS)
+            _log.debug("%s: %s; retrying in %.2f s", what, err, delay)
+            time.sleep(delay)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    @staticmethod
+    def _unavailable(err: AggregationClientError) -> bool:
+        return err.code is grpc.StatusCode.UNAVAILABLE
+
+    def _require_joined(self) -> None:
+        if not self.session_id or not self.client_id:
+            raise NotJoinedError("join a session before calling the aggregation server")
+
+    # ------------------------------------------------------------------ calls
+
+    def join(
+        self,
+        session_id: str,
+        client_id: str,
+        sample_count: int = 0,
+        config: SessionSettings | Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> JoinResult:
+        """Join the session (created on first join); re-joining after a reconnect is fine.
+
+        Parameters
+        ----------
+        session_id
+            ``"<namespace>/<job name>"``.
+        client_id
+            The trainer's ``WORKER_NAME``.
+        sample_count
+            Local training samples (0 keeps the count the server knows).
+        config
+            The configuration this client expects (zero fields: the server's); a session that
+            exists with another one raises :class:`SessionConfigConflictError`.
+        timeout
+            Seconds to keep trying (UNAVAILABLE is retried with backoff); the client's
+            ``timeout`` by default.
+
+        Raises
+        ------
+        AggregatorUnavailableError
+            No server answered before the deadline.
+        AggregationClientError
+            Any other refusal (a subclass naming it).
+        """
+        if sample_count < 0:
+            raise ValueError(f"sample_count must be >= 0, not {sample_count}")
+        request = pb.JoinSessionRequest(
+            session_id=session_id, client_id=client_id, sample_count=int(sample_count)
+        )
+        if config is not None:
+            settings = (
+                config
+                if isinstance(config, SessionSettings)
+                else SessionSettings.from_mapping(config)
+            )
+            request.config.CopyFrom(settings.to_proto())
+        self.session_id, self.client_id = session_id, client_id
+        response: pb.JoinSessionResponse = self._retrying(
+            "join",
+            lambda remaining: self._stub.JoinSession(request, timeout=remaining),
+            self.timeout if timeout is None else timeout,
+            self._unavailable,
+        )
+        return JoinResult(
+            state=_state_name(response.state),
+            current_round=int(response.current_round),
+            selected=bool(response.selected),
+            config=SessionSettings.from_proto(response.config),
+        )
+
+    def push(
+        self,
+        round: int,
+        weights: Sequence[Any],
+        sample_count: int,
+        metrics: Mapping[str, float] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Send this client's update for ``round`` as a chunked tensor stream.
+
+        Parameters
+        ----------
+        round
+            The round the update was trained in.
+        weights
+            One array per layer (anything :func:`numpy.asarray` takes; float16/32/64).
+        sample_count
+            Samples the update was trained on (> 0; the FedAvg weight).
+        metrics
+            Training metrics of the round (finite numbers), e.g. ``{"loss": 0.3}``.
+        timeout
+            Seconds for the whole push, retries included; the client's ``timeout`` by default.
+
+        Returns
+        -------
+        int
+            Updates the server has received for the round, this one included.
+
+        Raises
+        ------
+        WrongRoundError
+            The session is at another round (``current_round`` says which). A session still
+            at an earlier round is waited for (retried) until the deadline first.
+        NotSelectedError
+            Not selected for the round: pull the aggregate instead.
+        RoundNotOpenError
+            The round did not open before the deadline.
+        UpdateRejectedError
+            Malformed (shape, dtype, NaN/Inf; the message names the layer) or duplicate.
+        AggregatorUnavailableError
+            No server before the deadline, or the connection broke while sending (not
+            retried: the server may have the update).
+        """
+        self._require_joined()
+        if sample_count <= 0:
+            raise ValueError(f"sample_count must be > 0, not {sample_count}")
+        layers = [(f"layer.{i}", np.asarray(w)) for i, w in enumerate(weights)]
+        values = {str(k): float(v) for k, v in (metrics or {}).items()}
+        bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+        if bad:
+            raise ValueError(f"metrics must be finite numbers; not finite: {bad}")
+        header = pb.UpdateHeader(
+            session_id=self.session_id,
+            client_id=self.client_id,
+            round=int(round),
+            sample_count=int(sample_count),
+            metrics=values,
+        )
+        sent_frames = [0]
+
+        def messages() -> Iterator[pb.PushUpdateRequest]:
+            yield pb.PushUpdateRequest(header=header)
+            for frame in iter_frames(layers, chunk_size=self.chunk_size):
+                sent_frames[0] += 1
+                message = pb.PushUpdateRequest()
+                message.frame.CopyFrom(frame)
+                yield message
+
+        # A dtype with no wire form is a ValueError here rather than a cancelled call.
+        for name, array in layers:
+            try:
+                from_numpy_dtype(array.dtype)
+            except TensorError as err:
+                raise ValueError(f"cannot send {name} of the update: {err}") from err
+
+        def attempt(remaining: float) -> pb.PushUpdateResponse:
+            sent_frames[0] = 0
+            return self._stub.PushUpdate(messages(), timeout=remaining)
+
+        def retryable(err: AggregationClientError) -> bool:
+            if err.code is grpc.StatusCode.UNAVAILABLE:
+                return sent_frames[0] == 0
+            if isinstance(err, RoundNotOpenError):
+                return True
+            return isinstance(err, WrongRoundError) and 0 <= err.current_round < int(round)
+
+        response = self._retrying(
+            f"push of round {round}",
+            attempt,
+            self.timeout if timeout is None else timeout,
+            retryable,
+            round_number=int(round),
+        )
+        return int(response.received_updates)
+
+    def pull(self, round: int = 0, timeout: float | None = None) -> GlobalWeights:
+        """Wait for the aggregate of ``round`` (0: the latest) and download it.
+
+        Parameters
+        ----------
+        round
+            The round to wait for; a later one is returned if the session moved on, and a
+            completed session answers with its last aggregate and ``exit`` True.
+        timeout
+            Seconds to wait for the round, retries included; the client's ``timeout`` by
+            default. Waiting for a round means waiting for the other trainers: give it room.
+
+        Returns
+        -------
+        GlobalWeights
+            Unpacks as ``(round, weights, exit)``.
+
+        Raises
+        ------
+        PullTimeoutError
+            The round was not aggregated before the deadline.
+        SessionFailedError
+            The session failed (a round ended short of its minimum participants).
+        SessionNotFoundError
+            The server does not hold the session (restarted): join again.
+        AggregatorUnavailableError
+            No server before the deadline.
+        """
+        self._require_joined()
+        request = pb.PullGlobalWeightsRequest(
+            session_id=self.session_id, client_id=self.client_id, round=int(round)
+        )
+
+        def attempt(remaining: float) -> GlobalWeights:
+            header: pb.GlobalWeightsHeader | None = None
+            assembler = TensorAssembler(max_total_bytes=self.max_weights_bytes)
+            try:
+                for message in self._stub.PullGlobalWeights(request, timeout=remaining):
+                    if message.WhichOneof("part") == "header":
+                        header = message.header
+                    else:
+                        assembler.feed(message.frame)
+            except TensorError as err:
+                raise AggregationClientError(
+                    f"pull of round {round} from {self.target}: undecodable weights: {err}"
+                ) from err
+            if header is None:
+                raise AggregationClientError(
+                    f"pull of round {round} from {self.target}: the stream had no header"
+                )
+            layers = [array for _name, array in assembler.result()] if assembler.manifest else []
+            return GlobalWeights(
+                round=int(header.round),
+                weights=layers,
+                exit=bool(header.exit),
+                total_samples=int(header.total_samples),
+                participants=tuple(header.participants),
+                dropped_clients=tuple(header.dropped_clients),
+                metrics=dict(header.metrics),
+            )
+
+        return self._retrying(
+            f"pull of round {round}",
+            attempt,
+            self.timeout if timeout is None else timeout,
+            self._unavailable,
+            round_number=int(round),
+        )
+
+    def status(self, timeout: float | None = None) -> SessionStatus:
+        """The session's state, round, clients and last metrics.
+
+        Raises
+        ------
+        SessionNotFoundError, AggregatorUnavailableError, AggregationClientError
+        """
+        self._require_joined()
+        request = pb.GetSessionStatusRequest(session_id=self.session_id)
+        response: pb.GetSessionStatusResponse = self._retrying(
+            "status",
+            lambda remaining: self._stub.GetSessionStatus(request, timeout=remaining),
+            self.timeout if timeout is None else timeout,
+            self._unavailable,
+        )
+        return SessionStatus(
+            state=_state_name(response.state),
+            current_round=int(response.current_round),
+            clients=tuple(
+                ClientStatus(
+                    client_id=c.client_id,
+                    sample_count=int(c.sample_count),
+                    last_round=int(c.last_round),
+                    selected=bool(c.selected),
+                )
+                for c in response.clients
+            ),
+            metrics=dict(response.metrics),
+            config=SessionSettings.from_proto(response.config),
+        )
+
+    def leave(self, timeout: float | None = None) -> None:
+        """Leave the session (idempotent); a no-op before :meth:`join`.
+
+        Raises
+        ------
+        AggregatorUnavailableError, AggregationClientError
+        """
+        if not self.session_id or not self.client_id:
+            return
+        request = pb.LeaveSessionRequest(session_id=self.session_id, client_id=self.client_id)
+        self._retrying(
+            "leave",
+            lambda remaining: self._stub.LeaveSession(request, timeout=remaining),
+            self.timeout if timeout is None else timeout,
+            self._unavailable,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
