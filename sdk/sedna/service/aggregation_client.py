@@ -55,6 +55,7 @@ from sedna.tensor import (
 __all__ = [
     "CURRENT_ROUND_METADATA_KEY",
     "DEFAULT_AGG_PORT",
+    "REASON_METADATA_KEY",
     "AggregationClient",
     "AggregationClientError",
     "AggregatorUnavailableError",
@@ -82,6 +83,9 @@ T = TypeVar("T")
 
 DEFAULT_AGG_PORT: Final = 7363
 CURRENT_ROUND_METADATA_KEY: Final = "sedna-current-round"
+"""Trailing metadata of a wrong-round refusal: the session's current round."""
+REASON_METADATA_KEY: Final = "sedna-reason"
+"""Trailing metadata of a refusal: a stable label (``not_selected``, ``round_not_open``...)."""
 """Trailing metadata of a wrong-round refusal: the session's current round."""
 
 _MAX_RECONNECT_BACKOFF_MS: Final = 1000
@@ -333,6 +337,25 @@ def _details(exc: grpc.RpcError) -> str:
     return (exc.details() or "") if isinstance(exc, grpc.Call) else str(exc)
 
 
+_FAILED_PRECONDITION_ERRORS: Final[dict[str, type[AggregationClientError]]] = {
+    "not_selected": NotSelectedError,
+    "round_not_open": RoundNotOpenError,
+    "unknown_client": NotJoinedError,
+    "config_conflict": SessionConfigConflictError,
+    "session_closed": SessionClosedError,
+}
+"""FAILED_PRECONDITION refusals by the ``sedna-reason`` label the server sends."""
+
+
+def _reason(exc: grpc.RpcError) -> str:
+    if not isinstance(exc, grpc.Call):
+        return ""
+    for key, value in exc.trailing_metadata() or ():
+        if key == REASON_METADATA_KEY:
+            return str(value)
+    return ""
+
+
 def _current_round(exc: grpc.RpcError) -> int:
     if not isinstance(exc, grpc.Call):
         return -1
@@ -435,17 +458,10 @@ class AggregationClient:
                     round=round_number,
                     current_round=current,
                 )
-            # The core's refusals, told apart by their messages (see sedna_aggregator.core).
-            if "not selected" in details:
-                return NotSelectedError(message, code, details)
-            if "is not open yet" in details or "is closed" in details or "closed before" in details:
-                return RoundNotOpenError(message, code, details)
-            if "has not joined" in details:
-                return NotJoinedError(message, code, details)
-            if "exists with another" in details:
-                return SessionConfigConflictError(message, code, details)
-            if "takes no more updates" in details:
-                return SessionClosedError(message, code, details)
+            # The server's refusals, told apart by their reason label (trailing metadata).
+            refusal = _FAILED_PRECONDITION_ERRORS.get(_reason(exc))
+            if refusal is not None:
+                return refusal(message, code, details)
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS):
             return UpdateRejectedError(message, code, details)
         return AggregationClientError(message, code, details)

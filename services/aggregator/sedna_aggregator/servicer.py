@@ -20,6 +20,8 @@ import grpc
 
 from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
 from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
+from sedna.service.aggregation_client import CURRENT_ROUND_METADATA_KEY as _CURRENT_ROUND_KEY
+from sedna.service.aggregation_client import REASON_METADATA_KEY as _REASON_KEY
 from sedna.tensor import TensorAssembler, TensorStreamError, aiter_frames
 from sedna_aggregator import convert
 from sedna_aggregator.core import (
@@ -41,6 +43,7 @@ from sedna_aggregator.core.model import Array
 __all__ = [
     "CURRENT_ROUND_METADATA_KEY",
     "MAX_SESSION_ID_LENGTH",
+    "REASON_METADATA_KEY",
     "SERVICE_NAME",
     "AggregationServicer",
     "SessionConflictError",
@@ -49,7 +52,9 @@ __all__ = [
 ]
 
 SERVICE_NAME: Final = "sedna.api.aggregator.v1.AggregationService"
-CURRENT_ROUND_METADATA_KEY: Final = "sedna-current-round"
+# The wire keys are the SDK client's, so both sides read one definition.
+CURRENT_ROUND_METADATA_KEY: Final = _CURRENT_ROUND_KEY
+REASON_METADATA_KEY: Final = _REASON_KEY
 """Trailing metadata of a wrong-round refusal: the round the session is at."""
 MAX_SESSION_ID_LENGTH: Final = 512
 _DEADLINE_MARGIN_S: Final = 0.05
@@ -69,6 +74,7 @@ class SessionConflictError(SessionError):
     """A session exists with another configuration than the one requested."""
 
     code: ClassVar[str] = "FAILED_PRECONDITION"
+    reason: ClassVar[str] = "config_conflict"
 
 
 class TooManySessionsError(SessionError):
@@ -78,8 +84,16 @@ class TooManySessionsError(SessionError):
 
 
 async def _abort(context: Context, err: SessionError) -> NoReturn:
+    # A stable reason label lets clients tell refusals of one status apart without parsing
+    # the message.
+    metadata: list[tuple[str, str]] = []
+    reason = getattr(err, "reason", None)
+    if isinstance(reason, str):
+        metadata.append((REASON_METADATA_KEY, reason))
     if isinstance(err, WrongRoundError):
-        context.set_trailing_metadata(((CURRENT_ROUND_METADATA_KEY, str(err.current_round)),))
+        metadata.append((CURRENT_ROUND_METADATA_KEY, str(err.current_round)))
+    if metadata:
+        context.set_trailing_metadata(tuple(metadata))
     await context.abort(grpc.StatusCode[err.code], str(err))
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
