@@ -27,6 +27,7 @@ from sedna_gm.controllers import (
     setup_dataset_controller,
     setup_model_controller,
 )
+from sedna_gm.controllers.federatedlearning import setup_federated_learning_controller
 from sedna_gm.controllers.jointinference import setup_joint_inference_controller
 from sedna_gm.events import SqlEventRecorder
 from sedna_gm.hub import (
@@ -192,6 +193,21 @@ class GlobalManager:
             watch_workers=self._local is not None and not _is_kubernetes(store_url(settings)),
             secrets=self.secrets,
             registry=registry,
+            poll_interval=settings.workload_poll_seconds,
+            retry_interval=settings.workload_poll_seconds,
+        )
+        setup_federated_learning_controller(
+            self.manager,
+            self.router,
+            runtime=self.runtime,
+            recorder=self.recorder,
+            env_settings=WorkerEnvSettings(
+                lc_server=settings.lc_server, kb_server=settings.kb_server
+            ),
+            nodes=self.hub if self._local is not None else None,
+            # Local Worker objects live in a SQL store, where they can be watched.
+            watch_workers=self._local is not None and not _is_kubernetes(store_url(settings)),
+            secrets=self.secrets,
             poll_interval=settings.workload_poll_seconds,
             retry_interval=settings.workload_poll_seconds,
         )

@@ -85,10 +85,10 @@ def allocate_port(
     )
 
 
-def _env_port(worker: ResourceObject) -> int | None:
-    """``BIG_MODEL_BIND_PORT`` in a ``Worker`` object's environment."""
+def _env_port(worker: ResourceObject, env_name: str = BIG_MODEL_BIND_PORT_ENV) -> int | None:
+    """``env_name`` (``BIG_MODEL_BIND_PORT``) in a ``Worker`` object's environment."""
     for item in worker.spec.get("env") or []:
-        if isinstance(item, Mapping) and item.get("name") == BIG_MODEL_BIND_PORT_ENV:
+        if isinstance(item, Mapping) and item.get("name") == env_name:
             try:
                 return int(str(item.get("value", "")))
             except ValueError:
@@ -105,6 +105,10 @@ class BigModelPorts:
         The ``Worker`` informer: the ports cloud workers already have (None: none known).
     port_range, probe
         See :func:`allocate_port`.
+    env_name, worker_type, worker_name
+        Which variable holds a worker's port, the worker type that binds it and the name of
+        a resource's binding worker (default: the big model's cloud worker; the
+        FederatedLearningJob controller passes its aggregator's).
     """
 
     def __init__(
@@ -113,10 +117,16 @@ class BigModelPorts:
         *,
         port_range: tuple[int, int] = PORT_RANGE,
         probe: Callable[[int], bool] = port_is_free,
+        env_name: str = BIG_MODEL_BIND_PORT_ENV,
+        worker_type: str = CLOUD,
+        worker_name: Callable[[str], str] | None = None,
     ) -> None:
         self.workers = workers
         self.port_range = port_range
         self.probe = probe
+        self.env_name = env_name
+        self.worker_type = worker_type
+        self.worker_name = worker_name or (lambda name: worker_name_of(name, CLOUD))
         self._ports: dict[ObjectKey, int] = {}
 
     def port_for(self, service: ResourceObject) -> int:
@@ -148,9 +158,9 @@ class BigModelPorts:
         if self.workers is None:
             return None
         worker = self.workers.get(
-            ObjectKey(WORKER_KIND, service.namespace, worker_name_of(service.name, CLOUD))
+            ObjectKey(WORKER_KIND, service.namespace, self.worker_name(service.name))
         )
-        return _env_port(worker) if worker is not None else None
+        return _env_port(worker, self.env_name) if worker is not None else None
 
     def _others(self, service: ResourceObject) -> set[int]:
         """Ports the cloud workers of the other services have."""
@@ -159,10 +169,10 @@ class BigModelPorts:
         prefix = label_prefix(service.kind)
         ports = set()
         for worker in self.workers.list():
-            if worker.labels.get(f"{prefix}/worker-type") != CLOUD:
+            if worker.labels.get(f"{prefix}/worker-type") != self.worker_type:
                 continue
             mine = (worker.namespace, worker.labels.get(f"{prefix}/name"))
-            port = _env_port(worker)
+            port = _env_port(worker, self.env_name)
             if port is not None and mine != (service.namespace, service.name):
                 ports.add(port)
         return ports

@@ -1,0 +1,121 @@
+"""Upstream's federated-learning YAML, unchanged, in Kubernetes mode (the API emulator).
+
+``examples/upstream/surface-defect-detection-federated-learning.yaml`` is applied to a GM in
+Kubernetes mode: the job becomes the aggregator Pod, the ``<name>-aggregation`` Service on
+7363 and one train Pod per training worker on its Dataset's node, with upstream's env
+contract; its status follows the Pods' phases; deleting it removes the Pods and the Service.
+The Kubernetes helpers are those of ``test_joint_inference_controller.py``, loaded by path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support.modules import load_module
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+REPO = Path(__file__).resolve().parents[2]
+YAML = REPO / "examples" / "upstream" / "surface-defect-detection-federated-learning.yaml"
+ji = load_module(
+    "sedna_e2e_joint_inference_controller",
+    Path(__file__).with_name("test_joint_inference_controller.py"),
+)
+KIND = "FederatedLearningJob"
+NAME = "surface-defect-detection"
+
+
+async def _pods(cluster: Any) -> list[dict[str, Any]]:
+    def run() -> list[dict[str, Any]]:
+        core = ji.k8s.CoreV1Api(cluster.api_client)
+        data = json.loads(core.list_namespaced_pod("default", _preload_content=False).data)
+        return list(data["items"])
+
+    return await asyncio.to_thread(run)
+
+
+async def _set_phase(cluster: Any, name: str, phase: str) -> None:
+    def run() -> None:
+        ji.k8s.CoreV1Api(cluster.api_client).patch_namespaced_pod_status(
+            name, "default", {"status": {"phase": phase}}, _preload_content=False
+        )
+
+    await asyncio.to_thread(run)
+
+
+def _env(pod: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
+
+
+def _type(pod: dict[str, Any]) -> str:
+    return str(pod["metadata"]["labels"]["federatedlearningjob.sedna.io/worker-type"])
+
+
+async def test_the_upstream_yaml_deploys_unchanged(tmp_path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(YAML.read_text()) if d]
+    async with ji.kubernetes_gm(tmp_path) as (cluster, api):
+        for doc in docs:
+            await api.apply(doc)
+
+        async def deployed() -> bool:
+            return len(await _pods(cluster)) == 3
+
+        await ji.eventually(deployed, 30, "the aggregator and two train Pods")
+        pods = {(_type(p), p["spec"]["nodeName"]): p for p in await _pods(cluster)}
+        assert set(pods) == {
+            ("aggregation", "cloud-node-name"),
+            ("train", "edge1-node-name"),
+            ("train", "edge2-node-name"),
+        }
+        agg = _env(pods["aggregation", "cloud-node-name"])
+        assert agg["AGG_BIND_PORT"] == "7363"
+        assert agg["PARTICIPANTS_COUNT"] == "2"
+        assert agg["MODEL_URL"] == "/home/data/model"
+        assert agg["exit_round"] == "3"
+        assert (agg["NAMESPACE"], agg["JOB_NAME"]) == ("default", NAME)
+        for node, ds in (("edge1", "1"), ("edge2", "2")):
+            pod = pods["train", f"{node}-node-name"]
+            env = _env(pod)
+            assert (env["AGG_IP"], env["AGG_PORT"]) == (f"{NAME}-aggregation.default", "7363")
+            assert env["PARTICIPANTS_COUNT"] == "2"
+            assert env["TRANSMITTER"] == "ws"
+            assert env["MODEL_NAME"] == "surface-defect-detection-model"
+            assert env["DATASET_NAME"] == f"{node}-surface-defect-detection-dataset"
+            assert env["TRAIN_DATASET_URL"] == f"/home/data/data/{ds}.txt"
+            assert env["WORKER_NAME"] == pod["metadata"]["name"]
+            assert env["LC_SERVER"]
+            assert pod["spec"]["hostNetwork"] is True
+            assert pod["spec"]["restartPolicy"] == "OnFailure"
+        service = await ji.read_object(cluster, "service", f"{NAME}-aggregation")
+        assert service is not None
+        assert service["spec"]["ports"][0]["port"] == 7363
+
+        for pod in pods.values():
+            await _set_phase(cluster, pod["metadata"]["name"], "Running")
+
+        async def phase(expected: str) -> bool:
+            return (await api.status(NAME, KIND)).get("phase") == expected
+
+        await ji.eventually(lambda: phase("Running"), 30, "Running")
+        for pod in pods.values():
+            await _set_phase(cluster, pod["metadata"]["name"], "Succeeded")
+        await ji.eventually(lambda: phase("Succeeded"), 30, "Succeeded")
+        status = await api.status(NAME, KIND)
+        assert ji.condition(status, "Complete")["status"] == "True"
+        assert (status["succeeded"], status["failed"], status["active"]) == (3, 0, 0)
+
+        await api.delete(NAME, KIND)
+
+        async def removed() -> bool:
+            return (
+                await api.gone(NAME, KIND)
+                and not await _pods(cluster)
+                and await ji.read_object(cluster, "service", f"{NAME}-aggregation") is None
+            )
+
+        await ji.eventually(removed, 30, "Pods, Service and the job gone")
