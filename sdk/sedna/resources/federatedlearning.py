@@ -31,6 +31,7 @@ __all__ = [
     "FederatedLearningJobSpec",
     "FederatedLearningJobStatus",
     "S3Transmitter",
+    "SampleCount",
     "TrainingWorker",
     "Transmitter",
     "WSTransmitter",
@@ -108,6 +109,17 @@ class FederatedLearningJobSpec(SpecModel):
         return []
 
 
+class SampleCount(StatusModel):
+    """How many samples one node's training worker last reported training on."""
+
+    node_name: str
+    """The node the training worker runs on."""
+    worker_name: str | None = None
+    """The training worker that reported the count."""
+    sample_count: int = Field(ge=0)
+    """Samples in the worker's last reported round."""
+
+
 class FederatedLearningJobStatus(StatusModel):
     """Observed state of the job."""
 
@@ -127,6 +139,8 @@ class FederatedLearningJobStatus(StatusModel):
     """Number of worker pods that failed."""
     current_round: int | None = Field(default=None, ge=0)
     """Last aggregation round reported by the workers."""
+    sample_counts: list[SampleCount] | None = None
+    """Each node's last reported sample count, one entry per node, sorted by node name."""
     observed_generation: int | None = Field(default=None, ge=0)
     """metadata.generation the status was computed from."""
 

@@ -180,37 +180,22 @@ class GlobalManager:
             secret_refresh=settings.secret_refresh_seconds,
         )
         setup_model_controller(self.manager, self.router, self.recorder)
-        setup_joint_inference_controller(
-            self.manager,
-            self.router,
-            runtime=self.runtime,
-            recorder=self.recorder,
-            env_settings=WorkerEnvSettings(
+        # What every controller that runs workers takes.
+        workload: dict[str, Any] = {
+            "runtime": self.runtime,
+            "recorder": self.recorder,
+            "env_settings": WorkerEnvSettings(
                 lc_server=settings.lc_server, kb_server=settings.kb_server
             ),
-            nodes=self.hub if self._local is not None else None,
+            "nodes": self.hub if self._local is not None else None,
             # Local Worker objects live in a SQL store, where they can be watched.
-            watch_workers=self._local is not None and not _is_kubernetes(store_url(settings)),
-            secrets=self.secrets,
-            registry=registry,
-            poll_interval=settings.workload_poll_seconds,
-            retry_interval=settings.workload_poll_seconds,
-        )
-        setup_federated_learning_controller(
-            self.manager,
-            self.router,
-            runtime=self.runtime,
-            recorder=self.recorder,
-            env_settings=WorkerEnvSettings(
-                lc_server=settings.lc_server, kb_server=settings.kb_server
-            ),
-            nodes=self.hub if self._local is not None else None,
-            # Local Worker objects live in a SQL store, where they can be watched.
-            watch_workers=self._local is not None and not _is_kubernetes(store_url(settings)),
-            secrets=self.secrets,
-            poll_interval=settings.workload_poll_seconds,
-            retry_interval=settings.workload_poll_seconds,
-        )
+            "watch_workers": self._local is not None and not _is_kubernetes(store_url(settings)),
+            "secrets": self.secrets,
+            "poll_interval": settings.workload_poll_seconds,
+            "retry_interval": settings.workload_poll_seconds,
+        }
+        setup_joint_inference_controller(self.manager, self.router, registry=registry, **workload)
+        setup_federated_learning_controller(self.manager, self.router, **workload)
 
     def _kubernetes_runtime(self) -> WorkloadRuntime:
         # Imported here: the kubernetes client is only needed (and installed) in cluster mode.

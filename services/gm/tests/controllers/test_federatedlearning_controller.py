@@ -10,6 +10,7 @@ from google.protobuf.struct_pb2 import Struct
 
 from sedna.api.common.v1 import types_pb2
 from sedna.api.gm.v1 import hub_service_pb2
+from sedna.resources.federatedlearning import FederatedLearningJobStatus, SampleCount
 from sedna.resources.objects import ResourceObject
 from sedna.resources.wire import worker_phase_to_proto
 from sedna.resources.worker import WorkerPhaseName
@@ -20,7 +21,7 @@ from sedna_gm.store.errors import NotFoundError
 from sedna_gm.workloads.local import LocalWorkloadRuntime
 
 from .jointinference_support import env_of, model, template
-from .test_jointinference_controller import Messenger, Nodes
+from .workload_support import Messenger, Nodes, get_worker, started
 
 KIND = "FederatedLearningJob"
 AGG = aggregator_name("fl")
@@ -65,18 +66,11 @@ async def env(store: Any) -> AsyncIterator[tuple[Any, LocalWorkloadRuntime, Repo
         port_range=(27000, 27100),
         port_probe=lambda _: True,
     )
-    await manager.start()
-    try:
+    async with started(manager):
         yield store, runtime, router
-    finally:
-        await manager.stop()
 
 
-async def _worker(store: Any, name: str) -> ResourceObject | None:
-    try:
-        return await store.get("Worker", "default", name)
-    except NotFoundError:
-        return None
+_worker = get_worker
 
 
 async def _status(store: Any) -> dict[str, Any]:
@@ -211,6 +205,10 @@ async def _report_sets_round_samples_and_model_metrics(store: Any, router: Repor
     status = await _status(store)
     assert status["currentRound"] == 2
     assert status["sampleCounts"] == [{"nodeName": "e1", "workerName": T0, "sampleCount": 120}]
+    # The shape the CRD keeps (a real API server prunes unknown status fields).
+    typed = FederatedLearningJobStatus.model_validate(status)
+    assert typed.sample_counts == [SampleCount(node_name="e1", worker_name=T0, sample_count=120)]
+    assert typed.model_dump(exclude_none=True)["sampleCounts"] == status["sampleCounts"]
     assert "round 2" in (find_condition(status, "Training") or {})["message"]
     m = await store.get("Model", "default", "m")
     assert m.status["metrics"] == [{"key": "accuracy", "value": "0.8"}]

@@ -10,7 +10,6 @@ import pytest
 from sedna.resources.objects import ObjectKey, ResourceObject
 from sedna.resources.worker import RestartPolicy
 from sedna_gm.controllers.jointinference.models import resolve_models, resolve_s3_secret
-from sedna_gm.controllers.jointinference.ports import BigModelPorts, allocate_port
 from sedna_gm.controllers.jointinference.workers import (
     ResolvedModel,
     build_cloud_worker,
@@ -19,6 +18,7 @@ from sedna_gm.controllers.jointinference.workers import (
     hem_parameters_json,
     hpa_of,
 )
+from sedna_gm.controllers.ports import WorkerPorts, allocate_port
 from sedna_gm.workloads import (
     RuntimeMode,
     S3Secret,
@@ -250,12 +250,20 @@ def test_allocate_port_is_stable_and_skips_taken_and_bound_ports() -> None:
         "default/ji", {first}, port_range=(30000, 30010), probe=lambda p: p != first + 1
     )
     assert skipped not in (first, first + 1)
-    with pytest.raises(WorkloadError, match="no free big-model port in 30000-30001"):
-        allocate_port("default/ji", {30000}, port_range=(30000, 30002), probe=lambda p: p != 30001)
+    exhausted = r"no free port in 30000-30001 .*AGG_BIND_PORT in the aggregation"
+    with pytest.raises(WorkloadError, match=exhausted):
+        allocate_port(
+            "default/fl",
+            {30000},
+            port_range=(30000, 30002),
+            probe=lambda p: p != 30001,
+            env_name="AGG_BIND_PORT",
+            worker_type="aggregation",
+        )
 
 
 class _Workers:
-    """The part of an Informer BigModelPorts reads."""
+    """The part of an Informer WorkerPorts reads."""
 
     def __init__(self, *objs: ResourceObject) -> None:
         self.objs = {o.key: o for o in objs}
@@ -283,7 +291,14 @@ def _cloud_worker(service_name: str, port: int) -> ResourceObject:
 def test_ports_are_recovered_from_workers_and_never_shared() -> None:
     one, two = service("one"), service("two")
     workers: Any = _Workers(_cloud_worker("one", 30001))
-    ports = BigModelPorts(workers, port_range=(30000, 30003), probe=lambda _: True)
+    ports = WorkerPorts(
+        workers,
+        env_name="BIG_MODEL_BIND_PORT",
+        worker_type="cloud",
+        worker_name=lambda name: f"{name}-deployment-cloud",
+        port_range=(30000, 30003),
+        probe=lambda _: True,
+    )
     assert ports.port_for(one) == 30001  # what its worker already has (a GM restart)
     got = ports.port_for(two)
     assert got != 30001
@@ -291,6 +306,17 @@ def test_ports_are_recovered_from_workers_and_never_shared() -> None:
     ports.forget(two.key)
     workers.objs.clear()
     assert ports.port_for(service("three")) not in (30001,)  # one's port stays taken
+    # The exhausted range names the variable that pins the port.
+    full = WorkerPorts(
+        None,
+        env_name="BIG_MODEL_BIND_PORT",
+        worker_type="cloud",
+        worker_name=str,
+        port_range=(30000, 30001),
+        probe=lambda _: False,
+    )
+    with pytest.raises(WorkloadError, match="set BIG_MODEL_BIND_PORT in the cloud worker's"):
+        full.port_for(one)
 
 
 # --- models -----------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ fakes: what a node's LC would report is fed to ``observe_worker_state`` and the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -31,48 +31,17 @@ from sedna_gm.controllers.jointinference import (
     JointInferenceController,
     setup_joint_inference_controller,
 )
-from sedna_gm.core.ports import NodeInfo
 from sedna_gm.store.errors import NotFoundError
 from sedna_gm.workloads import S3Secret, StaticSecretSource
 from sedna_gm.workloads.local import LocalWorkloadRuntime
 
 from .jointinference_support import env_of, model, service, template
+from .workload_support import Messenger, Nodes, get_worker, started
 
 KEY = ObjectKey("JointInferenceService", "default", "ji")
 CLOUD = "ji-deployment-cloud"
 EDGE = "ji-deployment-edge"
 JI_KIND = "JointInferenceService"
-
-
-class Messenger:
-    """NodeMessenger recording ``(op, node, name, credentials)``."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str, dict[str, str]]] = []
-
-    async def upsert(
-        self, node_name: str, obj: ResourceObject, credentials: Mapping[str, str] | None = None
-    ) -> None:
-        self.calls.append(("upsert", node_name, obj.name, dict(credentials or {})))
-
-    async def remove(self, node_name: str, obj: ResourceObject) -> None:
-        self.calls.append(("remove", node_name, obj.name, {}))
-
-
-@dataclass
-class Nodes:
-    """NodeDirectory: name -> (agent host, labels)."""
-
-    nodes: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
-
-    def get_node(self, name: str) -> NodeInfo | None:
-        if name not in self.nodes:
-            return None
-        host, labels = self.nodes[name]
-        return NodeInfo(name, True, None, labels, agent_address=f"{host}:9100")
-
-    def list_nodes(self) -> Sequence[NodeInfo]:
-        return [n for n in (self.get_node(x) for x in sorted(self.nodes)) if n is not None]
 
 
 @dataclass
@@ -110,18 +79,11 @@ async def env(store: Any) -> AsyncIterator[Env]:
         port_range=(26000, 26100),
         port_probe=lambda _: True,
     )
-    await manager.start()
-    try:
+    async with started(manager):
         yield Env(store, runtime, router, recorder, messenger, nodes, secrets, registry, controller)
-    finally:
-        await manager.stop()
 
 
-async def _worker(store: Any, name: str) -> ResourceObject | None:
-    try:
-        return await store.get("Worker", "default", name)
-    except NotFoundError:
-        return None
+_worker = get_worker
 
 
 async def _status(store: Any) -> dict[str, Any]:

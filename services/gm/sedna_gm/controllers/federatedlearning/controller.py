@@ -9,7 +9,7 @@ Every reconcile of a job:
    Secrets they name (:mod:`.resources`); a missing one is ``ResourcesReady=False`` naming it,
    and the job is reconciled again when the Model or Dataset appears (both are watched);
 3. ensures the aggregation worker (a Pod; locally a process on its node with a port from
-   :class:`~sedna_gm.controllers.jointinference.ports.BigModelPorts`) and the Service
+   :class:`~sedna_gm.controllers.ports.WorkerPorts`) and the Service
    ``<name>-aggregation`` on 7363 in front of it;
 4. ensures one training worker per ``spec.trainingWorkers`` entry on its Dataset's node with
    ``AGG_IP``/``AGG_PORT`` pointing at that Service (locally: the host of the aggregator's
@@ -30,26 +30,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
 from sedna.api.gm.v1 import hub_service_pb2
-from sedna.resources import API_VERSION
 from sedna.resources.objects import ObjectKey, ResourceObject
-from sedna.resources.worker import WORKER_KIND, WorkerOwner
-from sedna_gm.controllers.common import (
-    CLEANUP_FINALIZER,
-    hold_finalizer,
-    remove_finalizer,
-    report_has_payload,
-    validate_spec,
-)
+from sedna.resources.worker import WorkerOwner
+from sedna_gm.controllers.common import hold_finalizer, report_has_payload, validate_spec
 from sedna_gm.controllers.conditions import find_condition, rfc3339, set_condition, utcnow
-from sedna_gm.controllers.controller import Controller, KeyMapper, ReconcileResult, owner_mapper
+from sedna_gm.controllers.controller import Controller, KeyMapper, ReconcileResult
 from sedna_gm.controllers.events import EventRecorder
 from sedna_gm.controllers.federatedlearning.resources import (
     DATASET_KIND,
@@ -81,11 +73,21 @@ from sedna_gm.controllers.federatedlearning.workers import (
 )
 from sedna_gm.controllers.informer import Informer
 from sedna_gm.controllers.jointinference.models import MODEL_KIND
-from sedna_gm.controllers.jointinference.ports import PORT_RANGE, BigModelPorts, port_is_free
 from sedna_gm.controllers.manager import Manager
 from sedna_gm.controllers.model import metrics_from_result, set_model_metrics
+from sedna_gm.controllers.ports import PORT_RANGE, WorkerPorts, port_is_free
 from sedna_gm.controllers.reports import ReportRouter
-from sedna_gm.controllers.status import update_object, update_status
+from sedna_gm.controllers.status import update_status
+from sedna_gm.controllers.workers_common import (
+    SpecError,
+    add_worker_controller,
+    finalize_workers,
+    plan,
+    record_action,
+    remove_workers,
+    spec_errors,
+    worker_informer,
+)
 from sedna_gm.core.ports import NodeDirectory
 from sedna_gm.store.errors import NotFoundError
 from sedna_gm.store.port import ResourceStore
@@ -97,13 +99,11 @@ from sedna_gm.workloads.builder import (
     service_name,
 )
 from sedna_gm.workloads.lifecycle import (
-    ActionKind,
     DesiredWorker,
     RestartRules,
     RestartTracker,
     WorkerPlan,
     apply_plan,
-    plan_workers,
 )
 from sedna_gm.workloads.port import (
     RuntimeMode,
@@ -126,18 +126,6 @@ _log = logging.getLogger(__name__)
 KIND = "FederatedLearningJob"
 CONTROLLER_NAME = "federatedlearningjob"
 _SOURCE = "federatedlearningjob"
-
-
-class _SpecError(Exception):
-    """A template or field the workers cannot be built from (a spec problem, not retried)."""
-
-
-@contextlib.contextmanager
-def _spec_errors() -> Iterator[None]:
-    try:
-        yield
-    except WorkloadError as exc:
-        raise _SpecError(str(exc)) from exc
 
 
 class FederatedLearningController:
@@ -207,7 +195,7 @@ class FederatedLearningController:
         self.restart_rules = restart_rules or RestartRules()
         self._clock = clock
         self._tracker = RestartTracker()
-        self.ports = BigModelPorts(
+        self.ports = WorkerPorts(
             workers,
             port_range=port_range,
             probe=port_probe,
@@ -266,7 +254,7 @@ class FederatedLearningController:
             return ReconcileResult(requeue_after=self.retry_interval if secret_trouble else None)
         try:
             result, requeue = await self._ensure_workers(obj, inputs)
-        except _SpecError as exc:
+        except SpecError as exc:
             await self._write(obj, invalid_status(str(exc)))
             return ReconcileResult()
         except WorkloadError as exc:
@@ -284,7 +272,7 @@ class FederatedLearningController:
         return self.nodes is None or self.nodes.get_node(node) is not None
 
     def _port(self, obj: ResourceObject) -> int:
-        with _spec_errors():
+        with spec_errors():
             pinned = explicit_agg_port(obj)
             if pinned is not None:
                 return pinned
@@ -311,7 +299,7 @@ class FederatedLearningController:
         agg_name = aggregator_name(obj.name)
         trainers: dict[str, DesiredWorker] = {}
         labels = {agg_name: f"aggregation worker {agg_name}"}
-        with _spec_errors():
+        with spec_errors():
             agg_want = build_aggregator(obj, inputs, mode=mode, settings=settings, port=port)
             # Check the trainers' templates before anything runs (the address comes later).
             placeholder = ServiceEndpoint("0.0.0.0", port)
@@ -336,7 +324,7 @@ class FederatedLearningController:
         others = [s for s in observed if s.name != agg_name]
         waiting = self._unreachable(agg_status.get(agg_name))
         if not waiting:
-            with _spec_errors():
+            with spec_errors():
                 trainers = {
                     trainer_name(obj.name, i, d.name): build_trainer(
                         obj, i, inputs, mode=mode, settings=settings, aggregator=endpoint
@@ -373,14 +361,7 @@ class FederatedLearningController:
     def _plan(
         self, namespace: str, desired: dict[str, DesiredWorker], observed: list[WorkerStatus]
     ) -> WorkerPlan:
-        return plan_workers(
-            namespace,
-            desired,
-            observed,
-            now=time.monotonic(),
-            tracker=self._tracker,
-            rules=self.restart_rules,
-        )
+        return plan(namespace, desired, observed, tracker=self._tracker, rules=self.restart_rules)
 
     async def _apply(self, obj: ResourceObject, plan: WorkerPlan) -> dict[str, WorkerStatus]:
         """Run the plan, record an event per action; the workers' statuses afterwards."""
@@ -391,17 +372,9 @@ class FederatedLearningController:
                 statuses[action.name] = next(results)
             what = f"{action.desired.spec.worker_type if action.desired else ''} worker"
             what = f"{what.strip()} {action.name}"
-            if action.kind is ActionKind.CREATE:
-                self.recorder.record(obj, "Normal", "Created", f"created {what}", source=_SOURCE)
-            elif action.kind is ActionKind.ROLL:
-                message = f"{what} replaced: its spec changed (generation {obj.generation})"
-                self.recorder.record(obj, "Normal", "Rolled", message, source=_SOURCE)
-            elif action.kind is ActionKind.RECREATE:
-                message = f"{what} {action.reason}"
-                self.recorder.record(obj, "Warning", "Recreated", message, source=_SOURCE)
-            else:
-                message = f"removed worker {action.name}: not part of the job"
-                self.recorder.record(obj, "Normal", "Removed", message, source=_SOURCE)
+            record_action(
+                self.recorder, obj, action, what, rolled="replaced", part_of="job", source=_SOURCE
+            )
         return statuses
 
     # --- status ------------------------------------------------------------------------------
@@ -461,26 +434,14 @@ class FederatedLearningController:
     # --- deletion ----------------------------------------------------------------------------
 
     async def _finalize(self, obj: ResourceObject) -> None:
-        if CLEANUP_FINALIZER not in obj.finalizers:
-            return
-        await self._remove_everything(obj.key, owner_of(obj))
-        try:
-            await update_object(self.store, obj.key, remove_finalizer, current=obj)
-        except NotFoundError:
-            return
-        self.recorder.record(
-            obj, "Normal", "Deleted", "workers and Service removed", source=_SOURCE
+        await finalize_workers(
+            self.store, self.recorder, obj, self._remove_everything, source=_SOURCE
         )
 
     async def _remove_everything(self, key: ObjectKey, owner: WorkerOwner | None) -> None:
-        if owner is None:
-            owner = WorkerOwner(
-                api_version=API_VERSION, kind=KIND, name=key.name, namespace=key.namespace
-            )
-        for worker in await self.runtime.list_workers(owner):
-            await self.runtime.delete_worker(key.namespace, worker.name)
-            self._tracker.forget(key.namespace, worker.name)
-        await self.runtime.delete_service(key.namespace, service_name(key.name, AGGREGATION))
+        await remove_workers(
+            self.runtime, self._tracker, key, owner, kind=KIND, service_role=AGGREGATION
+        )
         self.ports.forget(key)
 
     # --- reports -----------------------------------------------------------------------------
@@ -513,6 +474,8 @@ class FederatedLearningController:
         info = MessageToDict(worker.owner_info)
         round_ = _int(info.get("currentRound"))
         samples = _int(info.get("sampleCount"))
+        if samples is not None and samples < 0:  # the CRD's minimum: the write would be refused
+            samples = None
         if round_ is None and samples is None:
             return
         now = self._clock()
@@ -591,9 +554,7 @@ def setup_federated_learning_controller(
     job is re-checked every ``poll_interval``. ``options`` go to
     :class:`FederatedLearningController`.
     """
-    if watch_workers is None:
-        watch_workers = runtime.mode is RuntimeMode.LOCAL
-    worker_informer = manager.informer(WORKER_KIND) if watch_workers else None
+    informer = worker_informer(manager, runtime, watch_workers)
     reconciler = FederatedLearningController(
         manager.store,
         manager.informer(KIND),
@@ -604,22 +565,21 @@ def setup_federated_learning_controller(
         env_settings=env_settings,
         nodes=nodes,
         secrets=secrets,
-        workers=worker_informer,
+        workers=informer,
         **options,
     )
     secondary: dict[str, KeyMapper] = {
         MODEL_KIND: reconciler.jobs_using_model,
         DATASET_KIND: reconciler.jobs_using_dataset,
     }
-    if watch_workers:
-        secondary[WORKER_KIND] = owner_mapper(KIND)
-    controller = manager.add_controller(
-        CONTROLLER_NAME,
-        KIND,
+    controller = add_worker_controller(
+        manager,
+        router,
         reconciler,
-        workers=workers,
+        name=CONTROLLER_NAME,
+        kind=KIND,
         secondary=secondary,
-        ignore_status_updates=True,
+        watch_workers=informer is not None,
+        workers=workers,
     )
-    router.register(KIND, reconciler)
     return reconciler, controller

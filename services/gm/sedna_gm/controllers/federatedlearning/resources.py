@@ -27,8 +27,8 @@ from sedna_gm.controllers.jointinference.models import (
     resolve_s3_secret,
 )
 from sedna_gm.controllers.jointinference.workers import ResolvedModel
-from sedna_gm.workloads.port import RuntimeMode, WorkloadError
-from sedna_gm.workloads.storage import S3Secret, SecretSource, StoragePlan
+from sedna_gm.controllers.workers_common import url_problem
+from sedna_gm.workloads.storage import S3Secret, SecretSource
 
 __all__ = [
     "DATASET_KIND",
@@ -68,16 +68,6 @@ def pretrained_model_name(obj: ResourceObject) -> str:
     return _ref_name(obj.spec, "pretrainedModel")
 
 
-def _url_problem(env: str, url: str) -> str:
-    if not url:
-        return "has no spec.url"
-    try:
-        StoragePlan(RuntimeMode.LOCAL).add(env, url)
-    except WorkloadError as exc:
-        return f"spec.url: {str(exc).removeprefix(f'{env}: ')}"
-    return ""
-
-
 class _Resolver:
     def __init__(
         self, obj: ResourceObject, objects: Mapping[str, Informer], secrets: SecretSource | None
@@ -110,7 +100,7 @@ class _Resolver:
         if found is None:
             return None
         url = str(found.spec.get("url") or "")
-        problem = _url_problem("MODEL_URL", url)
+        problem = url_problem(url)
         if problem:
             self.problems.append(Problem(REASON_INVALID_MODEL, f"{label} {problem}"))
             return None
@@ -126,7 +116,7 @@ class _Resolver:
             return None
         url = str(found.spec.get("url") or "")
         node = str(found.spec.get("nodeName") or "")
-        problem = _url_problem("TRAIN_DATASET_URL", url) or ("" if node else "has no nodeName")
+        problem = url_problem(url, "TRAIN_DATASET_URL") or ("" if node else "has no nodeName")
         if problem:
             self.problems.append(Problem(REASON_INVALID_DATASET, f"{label} {problem}"))
             return None

@@ -2,7 +2,6 @@
 
 - :mod:`.workers`: the two workers and their environment contract;
 - :mod:`.models`: the Models the workers load and their Secrets;
-- :mod:`.ports`: big-model ports in the local mode;
 - :mod:`.status`: phase and conditions from the workers' states;
 - :mod:`.metrics`: the edge counters as Prometheus gauges;
 - :mod:`.controller`: the reconciler, the report handler and its setup.

@@ -8,7 +8,7 @@ Every reconcile of a service:
    the service is reconciled again when the Model appears (the controller watches Models);
 3. ensures the cloud worker (a Deployment, or a process on its node in the local mode) and the
    Service ``<name>-cloud`` in front of it on the big-model port (5000 on Kubernetes; in the
-   local mode a free port per service, see :mod:`.ports`);
+   local mode a free port per service, see :mod:`sedna_gm.controllers.ports`);
 4. ensures the edge worker with ``BIG_MODEL_IP``/``BIG_MODEL_PORT`` pointing at that Service
    (in the local mode: the host of the cloud worker's node; the edge worker waits until the
    cloud worker has a registered node); on Kubernetes a worker with an ``hpa`` gets its
@@ -31,11 +31,9 @@ Kubernetes the GM does not watch Deployments, so each service is re-checked ever
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -43,28 +41,15 @@ from google.protobuf.json_format import MessageToDict
 from prometheus_client import CollectorRegistry
 
 from sedna.api.gm.v1 import hub_service_pb2
-from sedna.resources import API_VERSION
 from sedna.resources.objects import ObjectKey, ResourceObject
-from sedna.resources.worker import WORKER_KIND, WorkerOwner
-from sedna_gm.controllers.common import (
-    CLEANUP_FINALIZER,
-    hold_finalizer,
-    remove_finalizer,
-    report_has_payload,
-    validate_spec,
-)
+from sedna.resources.worker import WorkerOwner
+from sedna_gm.controllers.common import hold_finalizer, report_has_payload, validate_spec
 from sedna_gm.controllers.conditions import find_condition, rfc3339, set_condition, utcnow
-from sedna_gm.controllers.controller import (
-    Controller,
-    KeyMapper,
-    ReconcileResult,
-    owner_mapper,
-)
+from sedna_gm.controllers.controller import Controller, KeyMapper, ReconcileResult
 from sedna_gm.controllers.events import EventRecorder
 from sedna_gm.controllers.informer import Informer
 from sedna_gm.controllers.jointinference.metrics import EdgeMetrics
 from sedna_gm.controllers.jointinference.models import MODEL_KIND, model_name, resolve_models
-from sedna_gm.controllers.jointinference.ports import PORT_RANGE, BigModelPorts, port_is_free
 from sedna_gm.controllers.jointinference.status import (
     CONDITION_READY,
     RoleState,
@@ -75,6 +60,7 @@ from sedna_gm.controllers.jointinference.status import (
     service_status,
 )
 from sedna_gm.controllers.jointinference.workers import (
+    BIG_MODEL_BIND_PORT_ENV,
     CLOUD,
     DEFAULT_BIG_MODEL_PORT,
     EDGE,
@@ -87,8 +73,19 @@ from sedna_gm.controllers.jointinference.workers import (
 )
 from sedna_gm.controllers.manager import Manager
 from sedna_gm.controllers.model import metrics_from_result
+from sedna_gm.controllers.ports import PORT_RANGE, WorkerPorts, port_is_free
 from sedna_gm.controllers.reports import ReportRouter
-from sedna_gm.controllers.status import update_object, update_status
+from sedna_gm.controllers.status import update_status
+from sedna_gm.controllers.workers_common import (
+    SpecError,
+    add_worker_controller,
+    finalize_workers,
+    plan,
+    record_action,
+    remove_workers,
+    spec_errors,
+    worker_informer,
+)
 from sedna_gm.core.ports import NodeDirectory
 from sedna_gm.store.errors import NotFoundError
 from sedna_gm.store.port import ResourceStore
@@ -100,13 +97,11 @@ from sedna_gm.workloads.builder import (
     service_name,
 )
 from sedna_gm.workloads.lifecycle import (
-    ActionKind,
     DesiredWorker,
     RestartRules,
     RestartTracker,
     WorkerPlan,
     apply_plan,
-    plan_workers,
 )
 from sedna_gm.workloads.port import (
     RuntimeMode,
@@ -130,19 +125,6 @@ KIND = "JointInferenceService"
 CONTROLLER_NAME = "jointinferenceservice"
 _SOURCE = "jointinferenceservice"
 _DROPPED_INFO = ("startTime", "updateTime")
-
-
-class _SpecError(Exception):
-    """A template or field the workers cannot be built from (a spec problem, not retried)."""
-
-
-@contextlib.contextmanager
-def _spec_errors() -> Iterator[None]:
-    """Turn the builder's :class:`WorkloadError` into a :class:`_SpecError`."""
-    try:
-        yield
-    except WorkloadError as exc:
-        raise _SpecError(str(exc)) from exc
 
 
 class JointInferenceController:
@@ -223,7 +205,14 @@ class JointInferenceController:
         self._clock = clock
         self._tracker = RestartTracker()
         self._hpa_noted: dict[ObjectKey, int] = {}  # local mode: generation last warned about
-        self.ports = BigModelPorts(workers, port_range=port_range, probe=port_probe)
+        self.ports = WorkerPorts(
+            workers,
+            env_name=BIG_MODEL_BIND_PORT_ENV,
+            worker_type=CLOUD,
+            worker_name=lambda name: worker_name_of(name, CLOUD),
+            port_range=port_range,
+            probe=port_probe,
+        )
 
     @property
     def local(self) -> bool:
@@ -268,7 +257,7 @@ class JointInferenceController:
 
         try:
             cloud, edge, requeue = await self._ensure_workers(obj, resolved)
-        except _SpecError as exc:
+        except SpecError as exc:
             await self._write(obj, invalid_status(str(exc)))
             return ReconcileResult()
         except WorkloadError as exc:
@@ -300,7 +289,7 @@ class JointInferenceController:
         cloud_name, edge_name = worker_name_of(obj.name, CLOUD), worker_name_of(obj.name, EDGE)
         port = self._big_model_port(obj)
         mode, settings = self.runtime.mode, self.env_settings
-        with _spec_errors():
+        with spec_errors():
             cloud_want = build_cloud_worker(
                 obj, models[CLOUD], mode=mode, settings=settings, port=port
             )
@@ -331,7 +320,7 @@ class JointInferenceController:
         waiting = self._cloud_unreachable(cloud_status)
         edge_want: DesiredWorker | None = None
         if not waiting:
-            with _spec_errors():
+            with spec_errors():
                 edge_want = build_edge_worker(
                     obj, models[EDGE], mode=mode, settings=settings, cloud=endpoint
                 )
@@ -378,7 +367,7 @@ class JointInferenceController:
 
     def _big_model_port(self, obj: ResourceObject) -> int:
         """The cloud worker's port: pinned by its template, 5000 on Kubernetes, else allocated."""
-        with _spec_errors():
+        with spec_errors():
             pinned = explicit_port(obj)
             if pinned is not None:
                 return pinned
@@ -403,14 +392,7 @@ class JointInferenceController:
         observed: list[WorkerStatus],
     ) -> WorkerPlan:
         desired = {name: want} if name is not None and want is not None else {}
-        return plan_workers(
-            namespace,
-            desired,
-            observed,
-            now=time.monotonic(),
-            tracker=self._tracker,
-            rules=self.restart_rules,
-        )
+        return plan(namespace, desired, observed, tracker=self._tracker, rules=self.restart_rules)
 
     async def _apply(
         self, obj: ResourceObject, role: str, name: str, plan: WorkerPlan
@@ -424,17 +406,9 @@ class JointInferenceController:
                 if action.name == name:
                     status = after
             what = f"{role} worker {action.name}"
-            if action.kind is ActionKind.CREATE:
-                self.recorder.record(obj, "Normal", "Created", f"created {what}", source=_SOURCE)
-            elif action.kind is ActionKind.ROLL:
-                message = f"{what} rolled: its spec changed (generation {obj.generation})"
-                self.recorder.record(obj, "Normal", "Rolled", message, source=_SOURCE)
-            elif action.kind is ActionKind.RECREATE:
-                message = f"{what} {action.reason}"
-                self.recorder.record(obj, "Warning", "Recreated", message, source=_SOURCE)
-            else:
-                message = f"removed worker {action.name}: not part of the service"
-                self.recorder.record(obj, "Normal", "Removed", message, source=_SOURCE)
+            record_action(
+                self.recorder, obj, action, what, rolled="rolled", part_of="service", source=_SOURCE
+            )
         return status
 
     # --- status ------------------------------------------------------------------------------
@@ -492,26 +466,12 @@ class JointInferenceController:
     # --- deletion ----------------------------------------------------------------------------
 
     async def _finalize(self, obj: ResourceObject) -> None:
-        if CLEANUP_FINALIZER not in obj.finalizers:
-            return
-        await self._remove_everything(obj.key, owner_of(obj))
-        try:
-            await update_object(self.store, obj.key, remove_finalizer, current=obj)
-        except NotFoundError:
-            return  # finalized by an earlier reconcile (this one read a stale copy)
-        self.recorder.record(
-            obj, "Normal", "Deleted", "workers and Service removed", source=_SOURCE
+        await finalize_workers(
+            self.store, self.recorder, obj, self._remove_everything, source=_SOURCE
         )
 
     async def _remove_everything(self, key: ObjectKey, owner: WorkerOwner | None) -> None:
-        if owner is None:
-            owner = WorkerOwner(
-                api_version=API_VERSION, kind=KIND, name=key.name, namespace=key.namespace
-            )
-        for worker in await self.runtime.list_workers(owner):
-            await self.runtime.delete_worker(key.namespace, worker.name)
-            self._tracker.forget(key.namespace, worker.name)
-        await self.runtime.delete_service(key.namespace, service_name(key.name, CLOUD))
+        await remove_workers(self.runtime, self._tracker, key, owner, kind=KIND, service_role=CLOUD)
         self.ports.forget(key)
         self._hpa_noted.pop(key, None)
         if self.metrics is not None:
@@ -577,9 +537,7 @@ def setup_joint_inference_controller(
     tuple
         The reconciler and its :class:`Controller`.
     """
-    if watch_workers is None:
-        watch_workers = runtime.mode is RuntimeMode.LOCAL
-    worker_informer = manager.informer(WORKER_KIND) if watch_workers else None
+    informer = worker_informer(manager, runtime, watch_workers)
     reconciler = JointInferenceController(
         manager.store,
         manager.informer(KIND),
@@ -589,21 +547,19 @@ def setup_joint_inference_controller(
         env_settings=env_settings,
         nodes=nodes,
         secrets=secrets,
-        workers=worker_informer,
+        workers=informer,
         metrics=EdgeMetrics(registry or CollectorRegistry()),
         **options,
     )
     secondary: dict[str, KeyMapper] = {MODEL_KIND: reconciler.services_using_model}
-    if watch_workers:
-        secondary[WORKER_KIND] = owner_mapper(KIND)
-    # Status is written by this controller and by reports: status-only changes need no reconcile.
-    controller = manager.add_controller(
-        CONTROLLER_NAME,
-        KIND,
+    controller = add_worker_controller(
+        manager,
+        router,
         reconciler,
-        workers=workers,
+        name=CONTROLLER_NAME,
+        kind=KIND,
         secondary=secondary,
-        ignore_status_updates=True,
+        watch_workers=informer is not None,
+        workers=workers,
     )
-    router.register(KIND, reconciler)
     return reconciler, controller

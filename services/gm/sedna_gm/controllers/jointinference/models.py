@@ -26,7 +26,8 @@ from sedna_gm.controllers.jointinference.workers import (
     spec_key,
     spec_path,
 )
-from sedna_gm.workloads.port import RuntimeMode, WorkloadError
+from sedna_gm.controllers.workers_common import url_problem
+from sedna_gm.workloads.port import WorkloadError
 from sedna_gm.workloads.secret_files import InvalidSecretError
 from sedna_gm.workloads.storage import (
     ACCESS_KEY_ENV,
@@ -34,7 +35,6 @@ from sedna_gm.workloads.storage import (
     S3Secret,
     SecretNotFoundError,
     SecretSource,
-    StoragePlan,
 )
 
 __all__ = [
@@ -108,17 +108,6 @@ async def resolve_s3_secret(
     return secret
 
 
-def _url_problem(url: str) -> str:
-    """Why a Model URL cannot be given to a worker ("" when it can)."""
-    if not url:
-        return "has no spec.url"
-    try:
-        StoragePlan(RuntimeMode.LOCAL).add("MODEL_URL", url)
-    except WorkloadError as exc:
-        return f"spec.url: {str(exc).removeprefix('MODEL_URL: ')}"
-    return ""
-
-
 async def resolve_models(
     obj: ResourceObject, models: Informer, secrets: SecretSource | None
 ) -> tuple[dict[str, ResolvedModel], list[ModelProblem]]:
@@ -143,7 +132,7 @@ async def resolve_models(
             problems.append(ModelProblem(role, REASON_MODEL_NOT_FOUND, f"{label} not found"))
             continue
         url = str(model.spec.get("url") or "")
-        problem = _url_problem(url)
+        problem = url_problem(url)
         if problem:
             problems.append(ModelProblem(role, REASON_INVALID_MODEL, f"{label} {problem}"))
             continue
