@@ -299,25 +299,6 @@ async def test_local_runtime_failure_is_reported_and_recovers(tmp_path: Path) ->
 # YAML), which loads this module by path.
 
 
-def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters:
-- name: emu
-  cluster: {{server: "{server}"}}
-users:
-- name: gm
-  user: {{token: gm-token}}
-contexts:
-- name: emu
-  context: {{cluster: emu, user: gm}}
-current-context: emu
-"""
-    )
-    return path
-
-
 @asynccontextmanager
 async def kubernetes_gm(tmp_path: Path) -> AsyncIterator[tuple[Any, Api]]:
     """The API emulator (CRDs, Deployments, Services) and a GM in Kubernetes mode against it
@@ -326,7 +307,7 @@ async def kubernetes_gm(tmp_path: Path) -> AsyncIterator[tuple[Any, Api]]:
     async with k8s_emulator.emulated_api_server(
         crds=CRDS, builtin_resources=True, namespaces=("default",)
     ) as cluster:
-        config = kubeconfig(tmp_path / "kubeconfig", cluster.host)
+        config = k8s_emulator.write_kubeconfig(tmp_path / "kubeconfig", cluster.host)
         stack = embedded_stack(
             tmp_path,
             store_url=f"kubernetes://{config}",

@@ -38,28 +38,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: 
         await asyncio.sleep(0.1)
 
 
-def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters:
-- name: emu
-  cluster: {{server: "{server}"}}
-users:
-- name: gm
-  user: {{token: gm-token}}
-contexts:
-- name: emu
-  context: {{cluster: emu, user: gm}}
-current-context: emu
-"""
-    )
-    return path
-
-
 async def test_dataset_round_trip_with_resources_in_kubernetes(tmp_path: Path) -> None:
     async with k8s_emulator.emulated_api_server(crds=CRDS, namespaces=("default",)) as cluster:
-        config = kubeconfig(tmp_path / "kubeconfig", cluster.host)
+        config = k8s_emulator.write_kubeconfig(tmp_path / "kubeconfig", cluster.host)
         stack = embedded_stack(
             tmp_path,
             store_url=f"kubernetes://{config}",

@@ -235,14 +235,7 @@ async def test_kubernetes_runtime_reads_the_secret_from_the_cluster(
     async with k8s_emulator.emulated_api_server(
         crds=CRDS, builtin_resources=True, namespaces=("default",)
     ) as cluster:
-        config = tmp_path / "kubeconfig"
-        config.write_text(
-            "apiVersion: v1\nkind: Config\n"
-            f'clusters:\n- name: emu\n  cluster: {{server: "{cluster.host}"}}\n'
-            "users:\n- name: gm\n  user: {token: gm-token}\n"
-            "contexts:\n- name: emu\n  context: {cluster: emu, user: gm}\n"
-            "current-context: emu\n"
-        )
+        config = k8s_emulator.write_kubeconfig(tmp_path / "kubeconfig", cluster.host)
         manifest = yaml.safe_load(
             secret_manifest("s3-creds", s3, access=s3.access_key, secret=s3.secret_key)
         )

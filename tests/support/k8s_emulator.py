@@ -67,7 +67,7 @@ import kmock
 import yaml
 from kubernetes import client as k8s_client
 
-__all__ = ["ApiServerEmulator", "EmulatedCluster", "emulated_api_server"]
+__all__ = ["ApiServerEmulator", "EmulatedCluster", "emulated_api_server", "write_kubeconfig"]
 
 CRD_RESOURCE = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -630,3 +630,23 @@ async def emulated_api_server(
             yield EmulatedCluster(emulator, api_client, configuration.host, token)
         finally:
             await asyncio.to_thread(api_client.close)
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    """Write a kubeconfig for the emulator at ``server`` (user ``gm``, token ``gm-token``)."""
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: emu
+  cluster: {{server: "{server}"}}
+users:
+- name: gm
+  user: {{token: gm-token}}
+contexts:
+- name: emu
+  context: {{cluster: emu, user: gm}}
+current-context: emu
+"""
+    )
+    return path

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import os
-import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sedna.serving.metrics import InferenceMetrics
@@ -23,10 +18,11 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from support.http_files import http_files  # noqa: E402
+from support.model_reloads import reloads, until, watching  # noqa: E402
 from support.s3_server import moto_s3  # noqa: E402
 
 INTERVAL = 0.05
-DEADLINE_S = 15.0
 
 
 def scale_model(factor: float) -> bytes:
@@ -60,33 +56,6 @@ async def _factor(repo: ModelRepository) -> float:
     return float(np.asarray(outputs[0].data)[0, 0])
 
 
-def _reloads(registry: CollectorRegistry, result: str) -> float:
-    value = registry.get_sample_value(
-        "sedna_inference_model_reloads_total", {"model": "m", "result": result}
-    )
-    return value or 0.0
-
-
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def _watching(repo: ModelRepository) -> AsyncIterator[None]:
-    task = asyncio.create_task(repo.watch_all())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await repo.close()
-
-
 def _replace(path: Path, body: bytes) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(body)
@@ -100,10 +69,10 @@ async def test_local_file_replaced_is_reloaded(tmp_path: Path) -> None:
     model.write_bytes(scale_model(2))
     repo, registry = _repository(tmp_path, str(model))
     await repo.load("m")
-    async with _watching(repo):
+    async with watching(repo):
         assert await _factor(repo) == 2
         _replace(model, scale_model(3))
-        await _until(lambda: _reloads(registry, "success") == 1, "the reload")
+        await until(lambda: reloads(registry, "success") == 1, "the reload")
         assert repo.generation("m") == 2
         assert await _factor(repo) == 3
 
@@ -113,16 +82,16 @@ async def test_corrupt_replacement_keeps_the_old_model(tmp_path: Path) -> None:
     model.write_bytes(scale_model(2))
     repo, registry = _repository(tmp_path, str(model))
     await repo.load("m")
-    async with _watching(repo):
+    async with watching(repo):
         _replace(model, b"this is not an onnx model")
-        await _until(lambda: _reloads(registry, "error") == 1, "the failed reload")
+        await until(lambda: reloads(registry, "error") == 1, "the failed reload")
         assert repo.model_ready("m")
         assert repo.generation("m") == 1
         assert await _factor(repo) == 2
         # The same broken version is not retried; a fixed one is loaded.
         _replace(model, scale_model(5))
-        await _until(lambda: _reloads(registry, "success") == 1, "the reload")
-        assert _reloads(registry, "error") == 1
+        await until(lambda: reloads(registry, "success") == 1, "the reload")
+        assert reloads(registry, "error") == 1
         assert await _factor(repo) == 5
 
 
@@ -144,44 +113,22 @@ async def test_in_flight_requests_finish_on_the_old_model(tmp_path: Path) -> Non
         await repo.close()
 
 
-@contextlib.asynccontextmanager
-async def _http_server(files: dict[str, bytes]) -> AsyncIterator[str]:
-    async def serve(request: web.Request) -> web.Response:
-        body = files.get(request.match_info["name"])
-        if body is None:
-            raise web.HTTPNotFound
-        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-        return web.Response(body=body, headers={"ETag": etag})
-
-    app = web.Application()
-    app.router.add_get("/models/{name}", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 async def test_http_model_is_downloaded_and_reloaded(tmp_path: Path) -> None:
-    files = {"m.onnx": scale_model(2)}
-    async with _http_server(files) as base:
+    files = {"models/m.onnx": scale_model(2)}
+    async with http_files(files) as base:
         repo, registry = _repository(tmp_path, f"{base}/models/m.onnx")
         await repo.load("m")
-        async with _watching(repo):
+        async with watching(repo):
             assert await _factor(repo) == 2
             assert list((tmp_path / "cache").glob("*.onnx"))
-            files["m.onnx"] = scale_model(4)
-            await _until(lambda: _reloads(registry, "success") == 1, "the reload")
+            files["models/m.onnx"] = scale_model(4)
+            await until(lambda: reloads(registry, "success") == 1, "the reload")
             assert await _factor(repo) == 4
             assert len(list((tmp_path / "cache").glob("*.onnx"))) == 1  # old copy removed
 
 
 async def test_http_failure_names_the_url_not_the_credentials(tmp_path: Path) -> None:
-    async with _http_server({}) as base:
+    async with http_files({}) as base:
         url = base.replace("http://", "http://user:hunter2@") + "/models/missing.onnx?token=t0p"
         repo, _ = _repository(tmp_path, url)
         with pytest.raises(Exception, match="404") as info:
@@ -203,7 +150,7 @@ async def test_s3_model_is_downloaded_and_reloaded(tmp_path: Path) -> None:
         }
         repo, registry = _repository(tmp_path, "s3://models/m.onnx", **env)
         await repo.load("m")
-        async with _watching(repo):
+        async with watching(repo):
             assert await _factor(repo) == 2
             import boto3
 
@@ -217,7 +164,7 @@ async def test_s3_model_is_downloaded_and_reloaded(tmp_path: Path) -> None:
             await asyncio.to_thread(
                 client.put_object, Bucket="models", Key="m.onnx", Body=scale_model(6)
             )
-            await _until(lambda: _reloads(registry, "success") == 1, "the reload")
+            await until(lambda: reloads(registry, "success") == 1, "the reload")
             assert await _factor(repo) == 6
 
 

@@ -7,11 +7,8 @@ naming the file to add, and the fingerprint covers it: editing only the sidecar 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from prometheus_client import CollectorRegistry
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (the dev extras)")
 
 from support.http_files import http_files  # noqa: E402
+from support.model_reloads import reloads, until, watching  # noqa: E402
 from support.s3_server import moto_s3  # noqa: E402
 
 from sedna.serving.metrics import InferenceMetrics  # noqa: E402
@@ -38,7 +36,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 INTERVAL = 0.05
-DEADLINE_S = 15.0
 
 
 def sidecar(output: str = "y") -> bytes:
@@ -82,33 +79,6 @@ async def _infer(repo: ModelRepository) -> dict[str, np.ndarray[Any, Any]]:
     return {o.spec.name: np.asarray(o.data) for o in outputs}
 
 
-def _reloads(registry: CollectorRegistry, result: str) -> float:
-    value = registry.get_sample_value(
-        "sedna_inference_model_reloads_total", {"model": "m", "result": result}
-    )
-    return value or 0.0
-
-
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def _watching(repo: ModelRepository) -> AsyncIterator[None]:
-    task = asyncio.create_task(repo.watch_all())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await repo.close()
-
-
 def _cached(cache: Path, pattern: str) -> list[Path]:
     return sorted(p for p in cache.glob(pattern) if not p.name.startswith("."))
 
@@ -121,7 +91,7 @@ async def test_http_model_brings_its_sidecar_and_a_sidecar_edit_reloads(
     async with http_files(files) as base:
         repo, registry = _repository(cache, f"{base}/models/linear.pt")
         await repo.load("m")
-        async with _watching(repo):
+        async with watching(repo):
             x = np.arange(8, dtype=np.float32).reshape(2, 4)
             got = await _infer(repo)
             np.testing.assert_allclose(got["y"], reference(x), rtol=1e-5, atol=1e-6)
@@ -129,7 +99,7 @@ async def test_http_model_brings_its_sidecar_and_a_sidecar_edit_reloads(
             assert len(_cached(cache, "*.pt.json")) == 1
             # Only the sidecar changes: the watcher sees it and the new names serve.
             files["models/linear.pt.json"] = sidecar("scores")
-            await _until(lambda: _reloads(registry, "success") == 1, "the reload")
+            await until(lambda: reloads(registry, "success") == 1, "the reload")
             assert [t.name for t in repo.get("m").metadata.outputs] == ["scores"]
             assert list(await _infer(repo)) == ["scores"]
             # The previous copy went with its sidecar.
@@ -179,7 +149,7 @@ async def test_s3_sidecar_removed_keeps_the_old_version_serving(
         env = _s3_env(s3)
         repo, registry = _repository(tmp_path / "cache", "s3://models/linear.pt", env)
         await repo.load("m")
-        async with _watching(repo):
+        async with watching(repo):
             import boto3
 
             client = boto3.client(
@@ -190,7 +160,7 @@ async def test_s3_sidecar_removed_keeps_the_old_version_serving(
                 aws_secret_access_key=s3.secret_key,
             )
             await asyncio.to_thread(client.delete_object, Bucket="models", Key="linear.pt.json")
-            await _until(lambda: _reloads(registry, "error") == 1, "the failed reload")
+            await until(lambda: reloads(registry, "error") == 1, "the failed reload")
             assert repo.model_ready("m")
             assert list(await _infer(repo)) == ["y"]
     failures = [r.getMessage() for r in caplog.records if "reload failed" in r.getMessage()]
