@@ -7,11 +7,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 
 from sedna_inference.repository import ModelRepository
 
-__all__ = ["DEADLINE_S", "reloads", "until", "watching"]
+__all__ = ["DEADLINE_S", "reloads", "scale_model", "until", "watching"]
 
 DEADLINE_S = 15.0
 """How long a test waits for a reload before it fails."""
@@ -45,3 +46,19 @@ async def watching(repo: ModelRepository) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await repo.close()
+
+
+def scale_model(factor: float) -> bytes:
+    """An ONNX model ``y = factor * x``, x and y FP32 [N, 4] (a new ``factor``: a new version)."""
+    from onnx import TensorProto, helper, numpy_helper  # the tests that call this need onnx
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"])],
+        "scale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=[numpy_helper.from_array(np.array(factor, dtype=np.float32), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())

@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from support.http_files import http_files  # noqa: E402
+from support.model_reloads import scale_model  # noqa: E402
 from support.s3_server import moto_s3  # noqa: E402
 
 from sedna.runtime import ServiceServer  # noqa: E402
@@ -43,20 +43,6 @@ from sedna_inference.settings import InferenceSettings  # noqa: E402
 from sedna_inference.sources import LocalSource, archive_suffix  # noqa: E402
 
 DEADLINE_S = 15.0
-
-
-def scale_model(factor: float) -> bytes:
-    """An ONNX model ``y = factor * x``, x and y FP32 [N, 4]."""
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "k"], ["y"])],
-        "scale",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
-        initializer=[numpy_helper.from_array(np.array(factor, dtype=np.float32), "k")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
 
 
 def factor_of(backend_infer: Callable[..., dict[str, np.ndarray]]) -> float:

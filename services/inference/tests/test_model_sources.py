@@ -17,26 +17,11 @@ from sedna_inference.sources import redact_url
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from support.http_files import http_files  # noqa: E402
-from support.model_reloads import reloads, until, watching  # noqa: E402
+from support.model_reloads import reloads, scale_model, until, watching  # noqa: E402
 from support.s3_server import moto_s3  # noqa: E402
 
 INTERVAL = 0.05
-
-
-def scale_model(factor: float) -> bytes:
-    """An ONNX model ``y = factor * x``, x and y FP32 [N, 4]."""
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "k"], ["y"])],
-        "scale",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
-        initializer=[numpy_helper.from_array(np.array(factor, dtype=np.float32), "k")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
 
 
 def _repository(
