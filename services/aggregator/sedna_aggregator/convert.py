@@ -23,8 +23,10 @@ from sedna_aggregator.core import (
     MalformedUpdateError,
     RoundResult,
     SessionConfig,
+    SessionConfigError,
     SessionState,
     SessionStatus,
+    TargetMode,
 )
 from sedna_aggregator.core.model import Array
 
@@ -66,7 +68,7 @@ def _seconds_to_duration(seconds: float) -> Duration:
 
 
 def config_to_proto(config: SessionConfig) -> pb.SessionConfig:
-    """The proto ``SessionConfig`` (fields the proto lacks, e.g. ``target_mode``, are left out)."""
+    """The proto ``SessionConfig`` (server-only fields, e.g. ``selection_seed``, are left out)."""
     message = pb.SessionConfig(
         aggregation=config.aggregation,
         exit_round=config.exit_round,
@@ -74,6 +76,7 @@ def config_to_proto(config: SessionConfig) -> pb.SessionConfig:
         client_fraction=config.client_fraction,
         target_metric=config.target_metric,
         target_metric_value=config.target_metric_value,
+        target_mode=config.target_mode.value,
         proximal_mu=config.proximal_mu,
     )
     if config.aggregation_parameters:
@@ -81,6 +84,16 @@ def config_to_proto(config: SessionConfig) -> pb.SessionConfig:
     if config.round_timeout is not None:
         message.round_timeout.CopyFrom(_seconds_to_duration(config.round_timeout))
     return message
+
+
+def _target_mode(value: str, default: TargetMode) -> TargetMode:
+    if not value:
+        return default
+    try:
+        return TargetMode(value.lower())
+    except ValueError:
+        choices = ", ".join(repr(mode.value) for mode in TargetMode)
+        raise SessionConfigError(f"target_mode must be one of {choices}, got {value!r}") from None
 
 
 def config_from_proto(
@@ -114,7 +127,7 @@ def config_from_proto(
         join_grace=base.join_grace,
         target_metric=message.target_metric or base.target_metric,
         target_metric_value=message.target_metric_value or base.target_metric_value,
-        target_mode=base.target_mode,
+        target_mode=_target_mode(message.target_mode, base.target_mode),
         proximal_mu=message.proximal_mu or base.proximal_mu,
     )
 

@@ -67,6 +67,7 @@ class SessionConfig(_message.Message):
     TARGET_METRIC_FIELD_NUMBER: _builtins.int
     TARGET_METRIC_VALUE_FIELD_NUMBER: _builtins.int
     PROXIMAL_MU_FIELD_NUMBER: _builtins.int
+    TARGET_MODE_FIELD_NUMBER: _builtins.int
     aggregation: _builtins.str
     """Aggregation plug-in registered under ClassType "aggregation", e.g. "FedAvg", "FedAdam"."""
     exit_round: _builtins.int
@@ -80,6 +81,10 @@ class SessionConfig(_message.Message):
     target_metric_value: _builtins.float
     proximal_mu: _builtins.float
     """FedProx proximal coefficient the clients should apply (0 disables it)."""
+    target_mode: _builtins.str
+    """Whether target_metric is reached from below ("max", e.g. accuracy; the default) or from
+    above ("min", e.g. loss).
+    """
     @_builtins.property
     def aggregation_parameters(self) -> _struct_pb2.Struct:
         """Plug-in parameters, e.g. {"server_learning_rate": 0.1, "beta_1": 0.9}."""
@@ -100,10 +105,11 @@ class SessionConfig(_message.Message):
         target_metric: _builtins.str = ...,
         target_metric_value: _builtins.float = ...,
         proximal_mu: _builtins.float = ...,
+        target_mode: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["aggregation_parameters", b"aggregation_parameters", "round_timeout", b"round_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "aggregation_parameters", b"aggregation_parameters", "client_fraction", b"client_fraction", "exit_round", b"exit_round", "min_participants", b"min_participants", "proximal_mu", b"proximal_mu", "round_timeout", b"round_timeout", "target_metric", b"target_metric", "target_metric_value", b"target_metric_value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "aggregation_parameters", b"aggregation_parameters", "client_fraction", b"client_fraction", "exit_round", b"exit_round", "min_participants", b"min_participants", "proximal_mu", b"proximal_mu", "round_timeout", b"round_timeout", "target_metric", b"target_metric", "target_metric_value", b"target_metric_value", "target_mode", b"target_mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -206,12 +212,17 @@ class UpdateHeader(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     SAMPLE_COUNT_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    WEIGHTS_URI_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     client_id: _builtins.str
     round: _builtins.int
     """The round this update was trained in."""
     sample_count: _builtins.int
     """Samples the update was trained on (the FedAvg weight)."""
+    weights_uri: _builtins.str
+    """S3 transmitter: the update's tensors are in this object (e.g. "s3://bucket/job/r3/c1"),
+    written by the client before the call; then no TensorFrames follow the header.
+    """
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Client-side training metrics for the round, e.g. loss, accuracy."""
@@ -224,10 +235,11 @@ class UpdateHeader(_message.Message):
         round: _builtins.int = ...,
         sample_count: _builtins.int = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        weights_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "metrics", b"metrics", "round", b"round", "sample_count", b"sample_count", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "metrics", b"metrics", "round", b"round", "sample_count", b"sample_count", "session_id", b"session_id", "weights_uri", b"weights_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -289,20 +301,26 @@ class PullGlobalWeightsRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     ROUND_FIELD_NUMBER: _builtins.int
+    BY_REFERENCE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     client_id: _builtins.str
     round: _builtins.int
     """Wait for the aggregate of this round; 0 means the latest available aggregate."""
+    by_reference: _builtins.bool
+    """S3 transmitter: ask for the aggregate as an object reference (GlobalWeightsHeader's
+    weights_uri) instead of streamed TensorFrames.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         client_id: _builtins.str = ...,
         round: _builtins.int = ...,
+        by_reference: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "round", b"round", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_reference", b"by_reference", "client_id", b"client_id", "round", b"round", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -338,12 +356,17 @@ class GlobalWeightsHeader(_message.Message):
     DROPPED_CLIENTS_FIELD_NUMBER: _builtins.int
     EXIT_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    WEIGHTS_URI_FIELD_NUMBER: _builtins.int
     round: _builtins.int
     """The round whose aggregate follows."""
     total_samples: _builtins.int
     """Total samples of the clients aggregated in it."""
     exit: _builtins.bool
     """True when the session is complete: the client should stop (upstream exit_flag "ok")."""
+    weights_uri: _builtins.str
+    """Set when the request asked by_reference: the object holding the aggregate; then no
+    TensorFrames follow the header.
+    """
     @_builtins.property
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -363,10 +386,11 @@ class GlobalWeightsHeader(_message.Message):
         dropped_clients: _abc.Iterable[_builtins.str] | None = ...,
         exit: _builtins.bool = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        weights_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_clients", b"dropped_clients", "exit", b"exit", "metrics", b"metrics", "participants", b"participants", "round", b"round", "total_samples", b"total_samples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_clients", b"dropped_clients", "exit", b"exit", "metrics", b"metrics", "participants", b"participants", "round", b"round", "total_samples", b"total_samples", "weights_uri", b"weights_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
