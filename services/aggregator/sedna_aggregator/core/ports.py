@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
-from sedna_aggregator.core.model import Checkpoint, RoundRecord, SessionState
+from sedna_aggregator.core.model import Array, Checkpoint, RoundRecord, SessionState
 
 __all__ = [
     "NoopMetrics",
     "RoundStore",
     "Runner",
     "SessionMetrics",
+    "WeightsObjects",
     "run_in_thread",
     "run_inline",
 ]
@@ -39,6 +40,29 @@ class RoundStore(Protocol):
 
     async def delete(self, session_id: str) -> None:
         """Forget the session (job deleted); no error if there is nothing."""
+
+
+class WeightsObjects(Protocol):
+    """Object storage for the S3 transmitter: one object holds one set of named tensors.
+
+    Clients of an ``s3`` job write their update to an object and send its URI in the
+    ``PushUpdate`` header; clients that pull ``by_reference`` get the aggregate's URI. The
+    object format is safetensors (typed raw bytes with a JSON header; never pickle).
+    """
+
+    def object_uri(self, session_id: str, round_number: int) -> str:
+        """Where the aggregate of ``round_number`` of ``session_id`` is written."""
+
+    def read(self, uri: str, *, max_bytes: int) -> AsyncIterator[tuple[str, Array]]:
+        """The tensors of object ``uri`` in stored order, one at a time (bounded memory).
+
+        Raises ``MalformedUpdateError`` naming the problem when the object is missing, larger
+        than ``max_bytes`` or not a valid tensor object, and ``InvalidRequestError`` when
+        ``uri`` is outside the storage this aggregator was configured with.
+        """
+
+    async def write(self, uri: str, tensors: Sequence[tuple[str, Array]]) -> None:
+        """Store ``tensors`` (in order) as object ``uri``, replacing any previous one."""
 
 
 class SessionMetrics(Protocol):
