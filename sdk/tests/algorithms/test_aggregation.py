@@ -205,9 +205,14 @@ class TestFedAvg:
     def test_single_client_is_identity(self) -> None:
         rng = np.random.default_rng(3)
         w = make_weights(rng, np.float32)  # float32 * 7 / 7 is exact in float64
-        result = run_round(FedAvg(), None, [("a", w, 7)])
+        result = run_round(FedAvg(accumulate_dtype="float64"), None, [("a", w, 7)])
         for got, exp in zip(result, w, strict=True):
             np.testing.assert_array_equal(got, exp)
+        # The default float32 sum rounds twice (x * 7, then / 7): within one float32 ulp.
+        result = run_round(FedAvg(), None, [("a", w, 7)])
+        for got, exp in zip(result, w, strict=True):
+            assert got.dtype == np.float32
+            np.testing.assert_allclose(got, exp, rtol=2.4e-7, atol=0)
 
     def test_output_dtype_follows_global(self) -> None:
         rng = np.random.default_rng(4)
@@ -294,7 +299,7 @@ FEDOPT_CASES = [
 
 @pytest.mark.parametrize(("kind", "cls", "params", "beta_2"), FEDOPT_CASES)
 def test_fedopt_three_rounds(
-    kind: str, cls: type[FedAdam], params: dict[str, float], beta_2: float
+    kind: str, cls: type[FedAdam], params: dict[str, Any], beta_2: float
 ) -> None:
     rng = np.random.default_rng(20)
     x0 = make_weights(rng, np.float64)
@@ -792,3 +797,195 @@ def test_base_without_aggregate_is_not_implemented() -> None:
     agg.add("a", [np.ones(1)], 1)
     with pytest.raises(NotImplementedError):
         agg.finish()
+
+
+# --------------------------------------------------------------------------- layer by layer
+
+
+def stream_update(agg: BaseAggregation, cid: str, weights: Weights, n: int, layout: bool) -> None:
+    agg.begin_update(cid, n, [(w.shape, w.dtype) for w in weights] if layout else None)
+    for index in reversed(range(len(weights))):  # any order
+        agg.add_layer(cid, index, weights[index])
+    agg.commit_update(cid)
+
+
+@pytest.mark.parametrize("factory", ALL)
+def test_layer_by_layer_equals_whole_updates(factory: Any) -> None:
+    rng = np.random.default_rng(90)
+    x0 = make_weights(rng, np.float64)
+    whole, layered = factory(), factory()
+    for r in range(3):
+        updates = make_round(91 + r, 5)
+        from_whole = run_round(whole, x0 if r == 0 else whole.weights, updates)
+        layered.begin_round(x0 if r == 0 else layered.weights)
+        for k, (cid, weights, n) in enumerate(updates):
+            stream_update(layered, cid, weights, n, layout=k % 2 == 0)
+        from_layers = layered.finish()
+        for a, b in zip(from_whole, from_layers, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_float32_sums_match_the_float64_reference() -> None:
+    updates = make_round(95, 8)  # float32 updates
+    ref = ref_fedavg(updates)
+    default = run_round(FedAvg(), None, updates)
+    assert [a.dtype for a in default] == [np.float32] * len(SHAPES)
+    assert_close(default, ref, rtol=1e-5)
+    exact = run_round(FedAvg(accumulate_dtype="float64"), None, updates)
+    assert_close(exact, ref, rtol=1e-6)
+
+
+def test_accumulate_dtype() -> None:
+    agg = FedAvg()
+    agg.begin_round([np.zeros(3, np.float16)])
+    agg.add("a", [np.ones(3, np.float16)], 2)
+    assert agg._sums is not None
+    assert agg._sums[0] is not None
+    assert agg._sums[0].dtype == np.float32  # float16 models sum in float32
+    assert agg.finish()[0].dtype == np.float16
+    for value, want in (("float64", np.float64), ("auto", None), (None, None)):
+        assert FedAdam(accumulate_dtype=value).accumulate_dtype == want
+    assert FedAvgM(accumulate_dtype="float32").accumulate_dtype == np.float32
+    with pytest.raises(ValueError, match="accumulate_dtype must be one of auto"):
+        FedAvg(accumulate_dtype="int8")
+
+
+def test_fedavg_result_is_the_sum_buffer() -> None:
+    agg = FedAvg()
+    glob = [np.zeros(4, np.float32)]
+    agg.begin_round(glob)
+    agg.add("a", [np.full(4, 2.0, np.float32)], 1)
+    agg.add("b", [np.full(4, 4.0, np.float32)], 3)
+    assert agg._sums is not None
+    buffer = agg._sums[0]
+    result = agg.finish()
+    assert result[0] is buffer  # averaged in place: no second copy of the model
+    np.testing.assert_array_equal(result[0], np.full(4, 3.5, np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_aborted_update_is_backed_out(dtype: str) -> None:
+    rng = np.random.default_rng(96)
+    updates = make_round(97, 3)
+    agg = FedAvg(accumulate_dtype=dtype)
+    agg.begin_round(None)
+    for cid, weights, n in updates[:2]:
+        agg.add(cid, weights, n)
+    bad = make_weights(rng, scale=1000.0)
+    agg.begin_update("evil", 50)
+    agg.add_layer("evil", 0, bad[0])
+    agg.add_layer("evil", 2, bad[2])
+    assert agg.abort_update("evil")
+    assert not agg.abort_update("evil")  # idempotent
+    assert agg.updates_in_progress == ()
+    cid, weights, n = updates[2]
+    agg.add(cid, weights, n)
+    # Subtraction rounds: within a few ulps of the sums (float32: scaled by the bad update).
+    assert_close(agg.finish(), ref_fedavg(updates), rtol=1e-3 if dtype == "float32" else 1e-9)
+    assert agg.round_clients == [u[0] for u in updates]
+
+
+def test_aborting_the_only_update_resets_the_round_exactly() -> None:
+    agg = FedAvg()
+    agg.begin_round(None)
+    agg.begin_update("a", 3, [((2,), np.float32), ((3,), np.float32)])
+    agg.add_layer("a", 0, np.array([1.0, 2.0], np.float32))
+    assert agg.template == [((2,), np.dtype(np.float32)), ((3,), np.dtype(np.float32))]
+    agg.abort_update("a")
+    assert agg.template is None  # announced by an aborted update only
+    assert agg._sums is None
+    agg.add("b", [np.ones(4)], 1)  # another layout is fine now
+    np.testing.assert_array_equal(agg.finish()[0], np.ones(4))
+
+
+def test_add_layer_errors_abort_the_update() -> None:
+    glob = [np.zeros((2, 2)), np.zeros(3)]
+    agg = FedAvg()
+    agg.begin_round(glob)
+    cases: list[tuple[Any, Any, str]] = [
+        (0, np.array([[1.0, np.nan], [0.0, 0.0]]), r"layer 0 \('w0'\) holds 1 NaN"),
+        (1, np.ones(4), r"layer 1 \('w1'\) has shape \(4,\), expected \(3,\)"),
+        (2, np.ones(3), "no such layer"),
+        (0, np.ones((2, 2), np.int32), "dtype int32"),
+    ]
+    for index, layer, match in cases:
+        agg.begin_update("a", 1)
+        agg.add_layer("a", 1 - min(index, 1), np.ones(glob[1 - min(index, 1)].shape))
+        with pytest.raises(AggregationError, match=match):
+            agg.add_layer("a", index, layer, name=f"w{index}")
+        assert agg.updates_in_progress == ()
+    agg.begin_update("a", 1)
+    agg.add_layer("a", 0, np.ones((2, 2)))
+    with pytest.raises(AggregationError, match="sent twice"):
+        agg.add_layer("a", 0, np.ones((2, 2)))
+    agg.begin_update("a", 1)
+    agg.add_layer("a", 1, np.ones(3))
+    with pytest.raises(AggregationError, match=r"incomplete: layer\(s\) 0"):
+        agg.commit_update("a")
+    with pytest.raises(AggregationError, match="no update in progress"):
+        agg.add_layer("a", 0, np.ones((2, 2)))
+    fresh = FedAvg()
+    fresh.begin_round(None)
+    with pytest.raises(AggregationError, match="layout"):
+        fresh.begin_update("a", 1)
+    # The round is untouched by all of that.
+    agg.add("b", [np.ones((2, 2)), np.ones(3)], 2)
+    result = agg.finish()
+    np.testing.assert_array_equal(result[0], np.ones((2, 2)))
+
+
+def test_begin_update_checks() -> None:
+    agg = FedMedian()
+    with pytest.raises(RoundStateError):
+        agg.begin_update("a", 1)
+    agg.begin_round([np.zeros(2)])
+    with pytest.raises(AggregationError, match="num_samples"):
+        agg.begin_update("a", 0)
+    with pytest.raises(AggregationError, match=r"layer 0 has shape \(3,\)"):
+        agg.begin_update("a", 1, [((3,), np.float32)])
+    with pytest.raises(AggregationError, match="floating point"):
+        agg.begin_update("a", 1, [((2,), np.int64)])
+    agg.begin_update("a", 1)
+    with pytest.raises(AggregationError, match="already sending"):
+        agg.begin_update("a", 1)
+    with pytest.raises(AggregationError, match="already sending"):
+        agg.add("a", [np.ones(2)], 1)
+    agg.add_layer("a", 0, np.ones(2))
+    agg.commit_update("a")
+    with pytest.raises(AggregationError, match="already sent"):
+        agg.begin_update("a", 1)
+
+
+def test_finish_aborts_updates_in_progress() -> None:
+    for factory in (FedAvg, FedMedian):
+        agg = factory()
+        agg.begin_round([np.zeros(2)])
+        agg.add("a", [np.full(2, 3.0)], 1)
+        agg.begin_update("b", 5)
+        agg.add_layer("b", 0, np.full(2, 100.0))
+        result = agg.finish()
+        np.testing.assert_allclose(result[0], [3.0, 3.0])
+        assert agg.round_clients == ["a"]
+        assert agg.updates_in_progress == ()
+
+
+def test_buffered_layer_updates_keep_references() -> None:
+    agg = Krum()
+    agg.begin_round(None)
+    layer = np.ones(3)
+    agg.begin_update("a", 1, [((3,), np.float64)])
+    agg.add_layer("a", 0, layer)
+    agg.commit_update("a")
+    assert agg._buffer[0][1][0] is layer  # K copies: documented for the robust algorithms
+
+
+def test_float32_overflow_is_an_error() -> None:
+    agg = FedAvg()
+    agg.begin_round(None)
+    agg.add("a", [np.full(2, 3e38, np.float32)], 10)
+    with pytest.raises(AggregationError, match="accumulate_dtype"):
+        agg.finish()
+    agg = FedAvg(accumulate_dtype="float64")
+    agg.begin_round(None)
+    agg.add("a", [np.full(2, 3e38, np.float32)], 10)
+    np.testing.assert_allclose(agg.finish()[0], [3e38, 3e38], rtol=1e-6)

@@ -1,24 +1,27 @@
 """Proto ↔ round-core conversion for the aggregation servicer (no gRPC calls, no state).
 
 Everything that knows both ``aggregation_service.proto`` and :mod:`sedna_aggregator.core`
-lives here: configs, states, statuses, round results, and the checks of an update's tensor
-manifest against the session's global weights (so a wrong layer is refused before its bytes
-are received or allocated).
+lives here: configs, states, statuses, round results, and the checks of an update's tensors
+against the session's template (the global weights' layer count, shapes and dtypes): of a
+streamed update's manifest, so a wrong layer is refused before its bytes are received or
+allocated, and of each tensor of an object (S3 transmitter) before it is added.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any, Final
 
+import numpy as np
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
 from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
 from sedna.api.common.v1.tensor_pb2 import DataType, TensorManifest
-from sedna.tensor import data_type_name
+from sedna.tensor import TensorError, data_type_name, from_numpy_dtype, to_numpy_dtype
 from sedna_aggregator.core import (
     MalformedUpdateError,
     RoundResult,
@@ -28,18 +31,26 @@ from sedna_aggregator.core import (
     SessionStatus,
     TargetMode,
 )
-from sedna_aggregator.core.model import Array
 
 __all__ = [
+    "Template",
     "check_manifest",
+    "check_manifest_dtype",
+    "check_object_tensor",
     "config_conflict",
     "config_from_proto",
     "config_to_proto",
     "layer_name",
+    "object_layer_index",
     "result_header",
     "state_to_proto",
     "status_to_proto",
 ]
+
+Template = Sequence[tuple[tuple[int, ...], np.dtype[Any]]]
+"""``(shape, dtype)`` per layer, as ``Session.template`` gives it."""
+
+_LAYER_NAME: Final = re.compile(r"layer\.(0|[1-9][0-9]*)")
 
 _FLOAT_TYPES: Final = frozenset(
     {DataType.DATA_TYPE_FLOAT16, DataType.DATA_TYPE_FLOAT32, DataType.DATA_TYPE_FLOAT64}
@@ -159,8 +170,8 @@ def status_to_proto(status: SessionStatus, config: SessionConfig) -> pb.GetSessi
     )
 
 
-def result_header(result: RoundResult) -> pb.PullGlobalWeightsResponse:
-    """The header message of a ``PullGlobalWeights`` stream."""
+def result_header(result: RoundResult, weights_uri: str = "") -> pb.PullGlobalWeightsResponse:
+    """The header message of a ``PullGlobalWeights`` stream (``weights_uri``: by reference)."""
     return pb.PullGlobalWeightsResponse(
         header=pb.GlobalWeightsHeader(
             round=result.round,
@@ -169,6 +180,7 @@ def result_header(result: RoundResult) -> pb.PullGlobalWeightsResponse:
             dropped_clients=list(result.dropped),
             exit=result.exit,
             metrics=dict(result.metrics),
+            weights_uri=weights_uri,
         )
     )
 
@@ -182,21 +194,42 @@ def _what(index: int, name: str) -> str:
     return f"layer {index} ({name!r})" if name else f"layer {index}"
 
 
-def check_manifest(
-    client_id: str, manifest: TensorManifest, global_weights: Sequence[Array] | None
+def _dtype_name(dtype: np.dtype[Any]) -> str:
+    try:
+        return data_type_name(from_numpy_dtype(dtype))
+    except TensorError:
+        return str(dtype)
+
+
+def _check_dtype(
+    client_id: str, what: str, dtype: np.dtype[Any], want: np.dtype[Any] | None
 ) -> None:
+    if not np.issubdtype(dtype, np.floating) or dtype.itemsize > 8:
+        raise MalformedUpdateError(
+            f"client {client_id!r}: {what} has dtype {_dtype_name(dtype)}; "
+            "updates must be float16, float32 or float64"
+        )
+    if want is not None and dtype != want:
+        raise MalformedUpdateError(
+            f"client {client_id!r}: {what} has dtype {_dtype_name(dtype)}, the global weights "
+            f"have {_dtype_name(want)}"
+        )
+
+
+def check_manifest(client_id: str, manifest: TensorManifest, template: Template | None) -> None:
     """Refuse an update's manifest before any byte is received or allocated.
 
-    Every layer must be floating point (float16/32/64); with global weights, the layer count
-    and every shape must match them. Raises ``MalformedUpdateError`` (INVALID_ARGUMENT) naming
-    the client and the layer.
+    Every layer must be floating point (float16/32/64); with a template (the session's global
+    weights, else its first update), the layer count and every shape and dtype must match
+    it. Layers are matched by position; names are not checked. Raises
+    ``MalformedUpdateError`` (INVALID_ARGUMENT) naming the client and the layer.
     """
     if not manifest.tensors:
         raise MalformedUpdateError(f"client {client_id!r}: the update has no layers")
-    if global_weights is not None and len(manifest.tensors) != len(global_weights):
+    if template is not None and len(manifest.tensors) != len(template):
         raise MalformedUpdateError(
             f"client {client_id!r}: the update has {len(manifest.tensors)} layers, the global "
-            f"weights have {len(global_weights)}"
+            f"weights have {len(template)}"
         )
     for index, spec in enumerate(manifest.tensors):
         what = _what(index, spec.name)
@@ -205,10 +238,55 @@ def check_manifest(
                 f"client {client_id!r}: {what} has dtype {data_type_name(spec.dtype)}; "
                 "updates must be float16, float32 or float64"
             )
-        if global_weights is not None:
-            want = tuple(global_weights[index].shape)
+        if template is not None:
+            want_shape, want_dtype = template[index]
             got = tuple(int(d) for d in spec.shape)
-            if got != want:
+            if got != tuple(want_shape):
                 raise MalformedUpdateError(
-                    f"client {client_id!r}: {what} has shape {got}, the global weights have {want}"
+                    f"client {client_id!r}: {what} has shape {got}, the global weights have "
+                    f"{tuple(want_shape)}"
                 )
+            _check_dtype(client_id, what, to_numpy_dtype(spec.dtype), want_dtype)
+
+
+def object_layer_index(client_id: str, name: str, count: int, seen: set[int]) -> int:
+    """The layer index of tensor ``name`` of an update object holding ``count`` layers.
+
+    An object (S3 transmitter) is keyed by name: every tensor must be named ``layer.<i>``
+    (the names the SDK writes and ``PullGlobalWeights`` sends), ``0 <= i < count``, each
+    once; they may come in any stored order. Raises ``MalformedUpdateError`` naming it.
+    """
+    match = _LAYER_NAME.fullmatch(name)
+    if match is None or int(match.group(1)) >= count:
+        raise MalformedUpdateError(
+            f"client {client_id!r}: the update object holds a tensor named {name!r}; its "
+            f"tensors must be named layer.0 to layer.{count - 1}"
+        )
+    index = int(match.group(1))
+    if index in seen:
+        raise MalformedUpdateError(
+            f"client {client_id!r}: the update object holds {_what(index, name)} twice"
+        )
+    return index
+
+
+def check_manifest_dtype(client_id: str, index: int, name: str, dtype: np.dtype[Any]) -> None:
+    """Refuse a non-float tensor (no template to compare with), naming the layer."""
+    _check_dtype(client_id, _what(index, name), dtype, None)
+
+
+def check_object_tensor(
+    client_id: str, name: str, array: np.ndarray[Any, Any], template: Template, seen: set[int]
+) -> int:
+    """:func:`object_layer_index`, and the tensor's shape and dtype checked against
+    ``template`` (as :func:`check_manifest` does for a stream)."""
+    index = object_layer_index(client_id, name, len(template), seen)
+    what = _what(index, name)
+    want_shape, want_dtype = template[index]
+    if tuple(array.shape) != tuple(want_shape):
+        raise MalformedUpdateError(
+            f"client {client_id!r}: {what} has shape {tuple(array.shape)}, the global weights "
+            f"have {tuple(want_shape)}"
+        )
+    _check_dtype(client_id, what, array.dtype, want_dtype)
+    return index

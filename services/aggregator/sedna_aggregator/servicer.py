@@ -1,11 +1,15 @@
 """The ``sedna.api.aggregator.v1.AggregationService`` servicer: a thin layer over the core.
 
 Sessions are created on their first ``JoinSession`` (restored from the checkpoint store when
-one exists) and addressed by ``session_id``. ``PushUpdate`` streams are assembled with
-:class:`sedna.tensor.TensorAssembler` (sizes, order and CRC checked chunk by chunk, the
-manifest checked against the global weights before anything is allocated), at most
-``max_concurrent_updates`` at a time. Core errors map to the gRPC status their ``code``
-names; conversions live in :mod:`sedna_aggregator.convert`.
+one exists) and addressed by ``session_id``. ``PushUpdate`` streams are received one layer at a
+time (:class:`~sedna_aggregator.receive.LayerReceiver`: sizes, order and CRC checked chunk by
+chunk, the manifest checked against the session's template before anything is allocated) and
+each layer is added into the round as soon as it is complete
+(:class:`~sedna_aggregator.core.UpdateUpload`), at most ``max_concurrent_updates`` updates at a
+time; an update that fails midway is backed out. With an S3 transmitter (``objects``), an
+update may instead name an object holding its tensors, and the aggregate may be pulled by
+reference. Core errors map to the gRPC status their ``code`` names; conversions live in
+:mod:`sedna_aggregator.convert`.
 """
 
 from __future__ import annotations
@@ -20,25 +24,31 @@ import grpc
 
 from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
 from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
+from sedna.api.common.v1.tensor_pb2 import TensorManifest
 from sedna.service.aggregation_client import CURRENT_ROUND_METADATA_KEY as _CURRENT_ROUND_KEY
 from sedna.service.aggregation_client import REASON_METADATA_KEY as _REASON_KEY
-from sedna.tensor import TensorAssembler, TensorStreamError, aiter_frames
+from sedna.tensor import TensorStreamError, aiter_frames
 from sedna_aggregator import convert
 from sedna_aggregator.core import (
     Clock,
     InvalidRequestError,
     MalformedUpdateError,
     NoopMetrics,
+    RoundResult,
     RoundStore,
     Runner,
     Session,
     SessionConfig,
     SessionError,
     SessionMetrics,
+    UpdateAck,
     UpdateRejectedError,
+    UpdateUpload,
     WrongRoundError,
 )
 from sedna_aggregator.core.model import Array
+from sedna_aggregator.core.ports import WeightsObjects
+from sedna_aggregator.receive import LayerReceiver
 
 __all__ = [
     "CURRENT_ROUND_METADATA_KEY",
@@ -48,6 +58,7 @@ __all__ = [
     "AggregationServicer",
     "SessionConflictError",
     "TooManySessionsError",
+    "TransmitterNotConfiguredError",
     "UnknownSessionError",
 ]
 
@@ -83,6 +94,19 @@ class TooManySessionsError(SessionError):
     code: ClassVar[str] = "RESOURCE_EXHAUSTED"
 
 
+class TransmitterNotConfiguredError(SessionError):
+    """An S3-transmitter request (``weights_uri``, ``by_reference``) without object storage."""
+
+    code: ClassVar[str] = "FAILED_PRECONDITION"
+    reason: ClassVar[str] = "no_s3_transmitter"
+
+
+class ObjectStorageError(SessionError):
+    """Writing the aggregate to object storage failed (retry later)."""
+
+    code: ClassVar[str] = "UNAVAILABLE"
+
+
 async def _abort(context: Context, err: SessionError) -> NoReturn:
     # A stable reason label lets clients tell refusals of one status apart without parsing
     # the message.
@@ -107,6 +131,13 @@ def _check_session_id(session_id: str) -> None:
         )
 
 
+async def _aclose(iterator: object) -> None:
+    """Close an async generator left early (object readers release their connection)."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
 class AggregationServicer(pb_grpc.AggregationServiceServicer):
     """Federated-learning sessions over gRPC.
 
@@ -119,9 +150,11 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
     metrics
         The sessions' metrics (``AggregatorMetrics`` in the server).
     max_update_bytes, max_update_tensors
-        Limits of one update, checked on its manifest before anything is allocated.
+        Limits of one update, checked on its manifest before anything is allocated (and
+        passed to ``objects.read``).
     max_concurrent_updates
-        Updates assembled at once; other PushUpdate calls wait (within their deadline).
+        Updates received at once; other PushUpdate calls wait (within their deadline). Each
+        holds one layer's buffer at a time.
     send_chunk_bytes
         Chunk size of the weights sent by PullGlobalWeights.
     max_sessions
@@ -129,8 +162,11 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
     clock, runner
         Passed to every session (tests).
     on_assembly
-        ``on_assembly(delta)`` when an update starts (+1) or stops (-1) being assembled, and
+        ``on_assembly(delta)`` when an update starts (+1) or stops (-1) being received, and
         ``on_waiting(delta)`` likewise for calls waiting for a slot (gauges).
+    objects
+        Object storage of the S3 transmitter (:class:`~sedna_aggregator.core.ports.WeightsObjects`);
+        None: ``weights_uri`` updates and ``by_reference`` pulls are FAILED_PRECONDITION.
     """
 
     def __init__(
@@ -148,6 +184,7 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         runner: Runner | None = None,
         on_assembly: Callable[[int], None] | None = None,
         on_waiting: Callable[[int], None] | None = None,
+        objects: WeightsObjects | None = None,
     ) -> None:
         if max_concurrent_updates < 1:
             raise ValueError("max_concurrent_updates must be >= 1")
@@ -167,6 +204,10 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         self._on_waiting = on_waiting or (lambda _delta: None)
         self._sessions: dict[str, Session] = {}
         self._creating = asyncio.Lock()
+        self._objects = objects
+        # Per session: the round whose aggregate was (or is being) written to object storage,
+        # and the write's future, so concurrent by-reference pulls write it once.
+        self._references: dict[str, tuple[int, asyncio.Future[str]]] = {}
 
     # ------------------------------------------------------------------ sessions
 
@@ -294,6 +335,13 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         header = first.header
         session = self._session(header.session_id)
         client_id, round_number = header.client_id, int(header.round)
+        if header.weights_uri:
+            self._require_objects("an update by weights_uri")
+            if await anext(messages, None) is not None:
+                raise InvalidRequestError(
+                    f"client {client_id!r}: the header names weights_uri "
+                    f"{header.weights_uri!r}, so no TensorFrames may follow it"
+                )
         session.precheck_update(client_id, round_number)
         self._on_waiting(1)
         try:
@@ -304,51 +352,237 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         try:
             # The round may have closed while this call waited for a slot.
             session.precheck_update(client_id, round_number)
-            assembler = TensorAssembler(
-                max_total_bytes=self._max_update_bytes, max_tensors=self._max_update_tensors
-            )
-            try:
-                layers = await self._assemble(client_id, messages, assembler, session)
-            except UpdateRejectedError as err:
-                session.metrics.update_received(
-                    session.session_id, assembler.bytes_received, accepted=False, reason=err.reason
-                )
-                raise
-            ack = await session.submit_update(
-                client_id,
-                round_number,
-                layers,
-                int(header.sample_count),
-                dict(header.metrics),
-                nbytes=assembler.bytes_received,
-            )
-            del layers, assembler
+            if header.weights_uri:
+                ack = await self._receive_object(session, header)
+            else:
+                ack = await self._receive_frames(session, header, messages)
         finally:
             self._on_assembly(-1)
             self._slots.release()
         return pb.PushUpdateResponse(round=ack.round, received_updates=ack.received_updates)
 
     @staticmethod
-    async def _assemble(
-        client_id: str,
-        messages: AsyncIterator[pb.PushUpdateRequest],
-        assembler: TensorAssembler,
+    def _rejected_early(session: Session, err: UpdateRejectedError, nbytes: int) -> None:
+        """Count a refusal that came before the session saw the update."""
+        session.metrics.update_received(
+            session.session_id, nbytes, accepted=False, reason=err.reason
+        )
+
+    async def _receive_frames(
+        self,
         session: Session,
-    ) -> list[Array]:
+        header: pb.UpdateHeader,
+        messages: AsyncIterator[pb.PushUpdateRequest],
+    ) -> UpdateAck:
+        """Receive the tensors layer by layer, adding each to the round when complete."""
+        client_id = header.client_id
+        receiver = LayerReceiver(
+            max_total_bytes=self._max_update_bytes, max_tensors=self._max_update_tensors
+        )
+        upload: UpdateUpload | None = None
         try:
-            async for message in messages:
-                if message.WhichOneof("part") != "frame":
-                    raise MalformedUpdateError(
-                        f"client {client_id!r}: after the header, a PushUpdate stream carries "
-                        "only tensor frames"
-                    )
-                frame = message.frame
-                if frame.WhichOneof("frame") == "manifest" and assembler.manifest is None:
-                    convert.check_manifest(client_id, frame.manifest, session.global_weights)
-                assembler.feed(frame)
-            return [array for _name, array in assembler.result()]
+            frames = self._frames(client_id, messages)
+            first = await anext(frames, None)
+            ready = [] if first is None else receiver.feed(first)
+            manifest = receiver.manifest
+            if manifest is None:
+                receiver.finish()  # "truncated stream: no manifest received"
+            assert manifest is not None
+            layout = self._layout(client_id, manifest, receiver, session)
+            upload = await session.begin_update(
+                client_id,
+                int(header.round),
+                int(header.sample_count),
+                dict(header.metrics),
+                layout=layout,
+            )
+            for index, name, array in ready:
+                await upload.add_layer(index, array, name=name)
+            del ready
+            async for frame in frames:
+                for index, name, array in receiver.feed(frame):
+                    await upload.add_layer(index, array, name=name)
+                    del array  # the round holds no reference: the buffer is freed now
+            receiver.finish()
+            return await upload.commit(nbytes=receiver.bytes_received)
         except TensorStreamError as err:
-            raise MalformedUpdateError(f"client {client_id!r}: {err}") from None
+            rejected = MalformedUpdateError(f"client {client_id!r}: {err}")
+            self._give_up(session, upload, rejected, receiver.bytes_received)
+            raise rejected from None
+        except UpdateRejectedError as err:
+            self._give_up(session, upload, err, receiver.bytes_received)
+            raise
+        except BaseException:
+            # A broken or cancelled stream (client gone): back the update out.
+            if upload is not None:
+                upload.abort(nbytes=receiver.bytes_received)
+            raise
+
+    @staticmethod
+    def _give_up(
+        session: Session, upload: UpdateUpload | None, err: UpdateRejectedError, nbytes: int
+    ) -> None:
+        if upload is None:
+            AggregationServicer._rejected_early(session, err, nbytes)
+        else:
+            upload.abort(err, nbytes=nbytes)  # idempotent: the session may have aborted it
+
+    @staticmethod
+    async def _frames(
+        client_id: str, messages: AsyncIterator[pb.PushUpdateRequest]
+    ) -> AsyncIterator[Any]:
+        async for message in messages:
+            if message.WhichOneof("part") != "frame":
+                raise MalformedUpdateError(
+                    f"client {client_id!r}: after the header, a PushUpdate stream carries "
+                    "only tensor frames"
+                )
+            yield message.frame
+
+    @staticmethod
+    def _layout(
+        client_id: str, manifest: TensorManifest, receiver: LayerReceiver, session: Session
+    ) -> list[tuple[tuple[int, ...], Any]]:
+        convert.check_manifest(client_id, manifest, session.template)
+        return [(shape, dtype) for _name, shape, dtype in receiver.layout]
+
+    async def _receive_object(self, session: Session, header: pb.UpdateHeader) -> UpdateAck:
+        """Read an update's tensors from object storage, with the frames path's checks."""
+        assert self._objects is not None
+        client_id, uri = header.client_id, header.weights_uri
+        template = session.template
+        if template is None:
+            return await self._receive_whole_object(session, header)
+        upload = await session.begin_update(
+            client_id, int(header.round), int(header.sample_count), dict(header.metrics)
+        )
+        nbytes = 0
+        seen: set[int] = set()
+        tensors = self._objects.read(uri, max_bytes=self._max_update_bytes)
+        try:
+            async for name, array in tensors:
+                if len(seen) >= self._max_update_tensors:
+                    raise MalformedUpdateError(
+                        f"client {client_id!r}: the update object holds more than "
+                        f"max_update_tensors={self._max_update_tensors} tensors"
+                    )
+                nbytes += int(array.nbytes)
+                index = convert.check_object_tensor(client_id, name, array, template, seen)
+                seen.add(index)
+                await upload.add_layer(index, array, name=name)
+                del array
+            return await upload.commit(nbytes=nbytes)
+        except UpdateRejectedError as err:
+            upload.abort(err, nbytes=nbytes)
+            raise
+        except InvalidRequestError as err:
+            upload.abort(MalformedUpdateError(str(err)), nbytes=nbytes)
+            raise
+        except BaseException:
+            upload.abort(nbytes=nbytes)
+            raise
+        finally:
+            await _aclose(tensors)
+
+    async def _receive_whole_object(self, session: Session, header: pb.UpdateHeader) -> UpdateAck:
+        """The round's first update without global weights: its layer count is unknown until
+        the object is read, so it is read whole (once per session) and submitted at once."""
+        assert self._objects is not None
+        client_id = header.client_id
+        named: list[tuple[str, Array]] = []
+        nbytes = 0
+        tensors = self._objects.read(header.weights_uri, max_bytes=self._max_update_bytes)
+        try:
+            async for name, array in tensors:
+                if len(named) >= self._max_update_tensors:
+                    raise MalformedUpdateError(
+                        f"client {client_id!r}: the update object holds more than "
+                        f"max_update_tensors={self._max_update_tensors} tensors"
+                    )
+                nbytes += int(array.nbytes)
+                named.append((name, array))
+        except UpdateRejectedError as err:
+            self._rejected_early(session, err, nbytes)
+            raise
+        finally:
+            await _aclose(tensors)
+        by_index: dict[int, Array] = {}
+        try:
+            if not named:
+                raise MalformedUpdateError(f"client {client_id!r}: the update object is empty")
+            for name, array in named:
+                index = convert.object_layer_index(client_id, name, len(named), set(by_index))
+                # Float dtypes only (check_manifest's rule); shapes are the core's checks.
+                convert.check_manifest_dtype(client_id, index, name, array.dtype)
+                by_index[index] = array
+        except UpdateRejectedError as err:
+            self._rejected_early(session, err, nbytes)
+            raise
+        count = len(named)
+        layers = [by_index[i] for i in range(count)]
+        del named, by_index
+        return await session.submit_update(
+            client_id,
+            int(header.round),
+            layers,
+            int(header.sample_count),
+            dict(header.metrics),
+            nbytes=nbytes,
+        )
+
+    def _require_objects(self, what: str) -> None:
+        if self._objects is None:
+            raise TransmitterNotConfiguredError(
+                f"{what} needs the S3 transmitter, and this aggregator has no S3 transmitter "
+                "configured (object storage settings)"
+            )
+
+    async def _reference(self, session: Session, result: RoundResult) -> str:
+        """The URI of ``result``'s weights in object storage, written once per round.
+
+        Concurrent pulls of the round wait for the one write; if the writing call is
+        cancelled (its client went away), a waiting pull writes instead.
+        """
+        assert self._objects is not None
+        sid = session.session_id
+        while True:
+            cached = self._references.get(sid)
+            if cached is None or cached[0] != result.round:
+                break
+            await asyncio.wait([cached[1]])  # raises only if this call is cancelled
+            if not cached[1].cancelled():
+                return cached[1].result()
+            if self._references.get(sid) is cached:
+                del self._references[sid]
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._references[sid] = (result.round, future)
+        uri = self._objects.object_uri(sid, result.round)
+        weights = result.weights or []
+        try:
+            await self._objects.write(
+                uri, [(convert.layer_name(i), layer) for i, layer in enumerate(weights)]
+            )
+        except Exception as err:
+            if self._references.get(sid) == (result.round, future):
+                del self._references[sid]  # the next pull tries again
+            failure = (
+                err
+                if isinstance(err, SessionError)
+                else ObjectStorageError(
+                    f"writing the aggregate of round {result.round} of session {sid!r} to "
+                    f"{uri} failed: {err}"
+                )
+            )
+            future.set_exception(failure)
+            future.exception()  # retrieved here; the waiting pulls get it too
+            if failure is err:
+                raise
+            raise failure from err
+        except BaseException:
+            future.cancel()  # cancelled: a waiting pull takes over the write
+            raise
+        future.set_result(uri)
+        return uri
 
     async def PullGlobalWeights(  # noqa: N802
         self, request: pb.PullGlobalWeightsRequest, context: Context
@@ -373,9 +607,16 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
                         f"before the call's deadline (the session is {session.state.value} at "
                         f"round {session.current_round})",
                     )
+            if request.by_reference:
+                self._require_objects("PullGlobalWeights by_reference")
+                uri = await self._reference(session, result) if result.weights else ""
         except SessionError as err:
             await _abort(context, err)
+        if request.by_reference:
+            yield convert.result_header(result, weights_uri=uri)
+            return
         yield convert.result_header(result)
+        # The frames are slices of the one copy of the global weights (no copy per pull).
         layers = [(convert.layer_name(i), layer) for i, layer in enumerate(result.weights or ())]
         async for frame in aiter_frames(layers, chunk_size=self._send_chunk_bytes):
             message = pb.PullGlobalWeightsResponse()

@@ -9,12 +9,16 @@ Beyond upstream, every algorithm offers a *round* interface for an aggregation s
 
     agg.begin_round(global_weights)        # the weights the clients started from (or None)
     agg.add("node-a", weights, num_samples) # validated; AggregationError if rejected
-    agg.add("node-b", weights, num_samples)
+    agg.begin_update("node-b", num_samples) # or layer by layer, as the layers arrive:
+    agg.add_layer("node-b", 0, layer0)      #   each layer validated and taken in at once
+    agg.add_layer("node-b", 1, layer1)
+    agg.commit_update("node-b")             #   the update counts (or abort_update backs it out)
     new_global = agg.finish()
     checkpoint = agg.state_dict()           # scalars and np.ndarray values only
 
-Algorithms with ``streaming = True`` keep running float64 weighted sums, so their memory does
-not grow with the number of clients; the others buffer the round's updates.
+Algorithms with ``streaming = True`` keep running weighted sums (in the model's float dtype by
+default, float64 with ``accumulate_dtype="float64"``), so their memory does not grow with the
+number of clients; the others buffer the round's updates.
 ``aggregate(clients)`` is ``begin_round(self.weights)``, one ``add`` per client, ``finish()``.
 """
 
@@ -22,9 +26,10 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +56,15 @@ Array = npt.NDArray[Any]
 """One layer of weights."""
 
 _Template = list[tuple[tuple[int, ...], np.dtype[Any]]]
+Layout = Sequence[tuple[Sequence[int], Any]]
+"""One ``(shape, dtype)`` per layer: what an update announces before its layers arrive."""
+
+_BLOCK: Final = 1 << 16
+"""Elements per block of the element-wise passes over a layer: temporaries stay a few MiB
+whatever the layer's size (a whole-layer ``n * w`` or ``isfinite`` would cost up to a model).
+64K elements: small against a layer, large enough that the per-block overhead is noise."""
+
+ACCUMULATE_DTYPES: Final = ("auto", "float32", "float64")
 
 
 class AggregationError(ValueError):
@@ -108,10 +122,90 @@ def _as_layer(layer: object, where: str) -> Array:
             )
         if not _is_float_dtype(array.dtype):
             array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    bad = _count_nonfinite(array)
+    if bad:
         raise AggregationError(f"{where} holds {bad} NaN or infinite value(s)")
     return array
+
+
+def _flat(array: Array) -> Array:
+    """A flat view of ``array`` (a copy only when it is not contiguous)."""
+    return array.reshape(-1)
+
+
+def _count_nonfinite(array: Array) -> int:
+    """How many NaN/Inf ``array`` holds, in blocks (no model-sized boolean temporary)."""
+    flat = _flat(array)
+    bad = 0
+    for start in range(0, flat.size, _BLOCK):
+        block = flat[start : start + _BLOCK]
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad += int(block.size - np.count_nonzero(finite))
+    return bad
+
+
+def _axpy(total: Array, layer: Array, scale: float) -> None:
+    """``total += scale * layer`` in ``total``'s dtype, block by block (bounded temporaries).
+
+    Element for element the same result as the whole-array expression.
+    """
+    dst = total.reshape(-1)
+    src = _flat(layer)
+    if src.size == 0:
+        return
+    scratch = np.empty(min(_BLOCK, src.size), dtype=total.dtype)
+    # An overflow (a float32 sum of huge weights) is reported once, by finish(), not warned
+    # about block by block.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, src.size, _BLOCK):
+            stop = min(start + _BLOCK, src.size)
+            tmp = scratch[: stop - start]
+            np.multiply(src[start:stop], scale, out=tmp, dtype=total.dtype, casting="same_kind")
+            np.add(dst[start:stop], tmp, out=dst[start:stop])
+
+
+def accumulate_dtype_param(value: object) -> np.dtype[Any] | None:
+    """Parse ``accumulate_dtype``: None or ``"auto"`` (None), ``"float32"`` or ``"float64"``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        name = value.strip().lower()
+        if name == "auto":
+            return None
+        if name in ACCUMULATE_DTYPES:
+            return np.dtype(name)
+    elif isinstance(value, type | np.dtype) and value in (np.float32, np.float64):
+        return np.dtype(value)
+    raise ValueError(
+        f"accumulate_dtype must be one of {', '.join(ACCUMULATE_DTYPES)}, got {value!r}"
+    )
+
+
+def _as_layout(layout: object, what: str) -> _Template:
+    if isinstance(layout, str | bytes | Mapping) or not isinstance(layout, Sequence):
+        raise AggregationError(f"{what} layout must be a list of (shape, dtype), one per layer")
+    parsed: _Template = []
+    for index, item in enumerate(layout):
+        try:
+            raw_shape, raw_dtype = item
+            shape = tuple(int(d) for d in raw_shape)
+            dtype = np.dtype(raw_dtype)
+        except (TypeError, ValueError):
+            raise AggregationError(
+                f"{what} layout layer {index} is not a (shape, dtype) pair: {item!r}"
+            ) from None
+        if any(d < 0 for d in shape):
+            raise AggregationError(f"{what} layout layer {index} has a negative dimension")
+        if not _is_float_dtype(dtype):
+            raise AggregationError(
+                f"{what} layer {index} has dtype {dtype}; weights must be floating point "
+                "(float16, float32 or float64)"
+            )
+        parsed.append((shape, dtype))
+    if not parsed:
+        raise AggregationError(f"{what} has no layers")
+    return parsed
 
 
 def _as_layers(weights: object, what: str) -> list[Array]:
@@ -179,6 +273,67 @@ def _same_shapes(first: Sequence[Array] | None, second: Sequence[Array] | None, 
         raise AggregationError(f"state: {what} do not have the same layer shapes")
 
 
+def _check_layout(layout: _Template, template: _Template, what: str) -> None:
+    if len(layout) != len(template):
+        raise AggregationError(f"{what} has {len(layout)} layers, expected {len(template)}")
+    for index, ((shape, _dtype), (want, _want_dtype)) in enumerate(
+        zip(layout, template, strict=True)
+    ):
+        if shape != want:
+            raise AggregationError(f"{what} layer {index} has shape {shape}, expected {want}")
+
+
+class _UndoLog:
+    """The layers of an update in progress, spilled to an anonymous temporary file.
+
+    A streaming algorithm adds each layer into the round's sums as it arrives and keeps no
+    copy in memory; if the update is aborted, its layers are read back from here, block by
+    block, and subtracted. The file lives in the page cache (not the process's heap), is
+    unlinked from the start (``tempfile.TemporaryFile``) and is closed at commit or abort.
+    """
+
+    def __init__(self, directory: str | None) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+        self._entries: dict[int, tuple[int, np.dtype[Any], int]] = {}
+        self._end = 0
+
+    def write(self, index: int, layer: Array) -> None:
+        data = np.ascontiguousarray(layer)
+        self._file.seek(self._end)
+        if data.size:
+            self._file.write(data.reshape(-1).view(np.uint8).data)
+        self._entries[index] = (self._end, data.dtype, int(data.size))
+        self._end += int(data.nbytes)
+
+    def blocks(self, index: int) -> Iterator[tuple[int, Array]]:
+        """``(start element, block)`` pairs of layer ``index``, ``_BLOCK`` elements at most."""
+        offset, dtype, size = self._entries[index]
+        if size == 0:
+            return
+        self._file.flush()
+        buffer = np.empty(min(_BLOCK, size), dtype=dtype)
+        for start in range(0, size, _BLOCK):
+            block = buffer[: min(_BLOCK, size - start)]
+            self._file.seek(offset + start * dtype.itemsize)
+            view = block.view(np.uint8).data
+            if self._file.readinto(view) != block.nbytes:  # type: ignore[attr-defined]
+                raise AggregationError("the undo log of an update in progress was truncated")
+            yield start, block
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass(eq=False)
+class _Update:
+    """An update in progress (between ``begin_update`` and ``commit_update``)."""
+
+    num_samples: int
+    added: list[bool]
+    layers: list[Array | None]
+    undo: _UndoLog | None = None
+
+
 # --------------------------------------------------------------------------- base
 
 
@@ -212,10 +367,14 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         self._open = False
         self._global: list[Array] | None = None
         self._template: _Template | None = None
+        # Whether the template is settled (global weights, or a counted update) rather than
+        # announced by updates still in progress, which may all be aborted.
+        self._template_fixed = False
         self._clients: list[str] = []
         self._seen: set[str] = set()
         self._round_samples = 0
         self._buffer: list[tuple[str, list[Array], int]] = []
+        self._updates: dict[str, _Update] = {}
 
     # ------------------------------------------------------------------ round interface
 
@@ -229,8 +388,22 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         """The clients whose update the open (or last) round accepted, in arrival order."""
         return list(self._clients)
 
+    @property
+    def updates_in_progress(self) -> tuple[str, ...]:
+        """The clients with an update begun and neither committed nor aborted."""
+        return tuple(self._updates)
+
+    @property
+    def template(self) -> list[tuple[tuple[int, ...], np.dtype[Any]]] | None:
+        """``(shape, dtype)`` per layer that updates of the open round must match, if known.
+
+        From the global weights; without them, from the round's first update (counted, or
+        announced by :meth:`begin_update`'s ``layout``).
+        """
+        return None if self._template is None else list(self._template)
+
     def begin_round(self, global_weights: Sequence[Any] | None = None) -> None:
-        """Open a round; a round still open is discarded.
+        """Open a round; a round still open is discarded (with its updates in progress).
 
         Parameters
         ----------
@@ -248,10 +421,12 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
             If ``global_weights`` is not a list of finite floating-point arrays.
         """
         layers = None if global_weights is None else _as_layers(global_weights, "global_weights")
+        self._drop_updates()
         self._global = layers
         self._template = (
             None if layers is None else [(layer.shape, layer.dtype) for layer in layers]
         )
+        self._template_fixed = layers is not None
         self._clients = []
         self._seen = set()
         self._round_samples = 0
@@ -259,7 +434,7 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         self._open = True
 
     def add(self, client_id: str, weights: Sequence[Any], num_samples: int) -> None:
-        """Add one client's update to the open round.
+        """Add one client's whole update to the open round.
 
         Parameters
         ----------
@@ -275,32 +450,176 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         RoundStateError
             If no round is open.
         AggregationError
-            If the client already contributed, ``num_samples`` is not a positive integer, or
-            the weights have the wrong number of layers, a wrong shape, a non-float dtype, or
-            a NaN/Inf. The round is left untouched.
+            If the client already contributed (or has an update in progress),
+            ``num_samples`` is not a positive integer, or the weights have the wrong number
+            of layers, a wrong shape, a non-float dtype, or a NaN/Inf. Everything is checked
+            before anything is taken in: the round is left exactly as it was.
         """
-        if not self._open:
-            raise RoundStateError(
-                f"client {client_id!r}: no round is open; call begin_round() first"
-            )
-        if not isinstance(client_id, str) or not client_id:
-            raise AggregationError(f"client_id must be a non-empty string, got {client_id!r}")
-        if client_id in self._seen:
-            raise AggregationError(f"client {client_id!r} already sent an update this round")
+        self._check_new_update(client_id)
         samples = _num_samples(num_samples, client_id)
         what = f"client {client_id!r}:"
         layers = _as_layers(weights, f"{what} weights")
         if self._template is not None:
             _check_template(layers, self._template, f"{what} weights")
         template = self._template or [(layer.shape, layer.dtype) for layer in layers]
-        self._accumulate(client_id, layers, samples)
         self._template = template
-        self._seen.add(client_id)
-        self._clients.append(client_id)
-        self._round_samples += samples
+        self._accumulate(client_id, layers, samples)
+        self._template_fixed = True
+        self._count(client_id, samples)
+
+    def begin_update(self, client_id: str, num_samples: int, layout: Layout | None = None) -> None:
+        """Start an update that arrives layer by layer (:meth:`add_layer`).
+
+        Parameters
+        ----------
+        client_id : str
+            Who sends it; each client may contribute once per round.
+        num_samples : int
+            Training samples behind the update, > 0.
+        layout : list of (shape, dtype), optional
+            What the update will carry, checked against the round's :attr:`template` (layer
+            count and shapes; dtypes must be floating point). Required when the round has no
+            template yet (no global weights, no update): it then becomes the template.
+
+        Raises
+        ------
+        RoundStateError
+            If no round is open.
+        AggregationError
+            If the client already contributed or is sending, ``num_samples`` is bad, or the
+            layout does not fit. Nothing changes.
+        """
+        self._check_new_update(client_id)
+        samples = _num_samples(num_samples, client_id)
+        what = f"client {client_id!r}: update"
+        if layout is not None:
+            parsed = _as_layout(layout, what)
+            if self._template is not None:
+                _check_layout(parsed, self._template, what)
+            else:
+                self._template = parsed
+        elif self._template is None:
+            raise AggregationError(
+                f"client {client_id!r}: the round has no global weights and no update yet; "
+                "begin_update needs the update's layout"
+            )
+        count = len(self._template)
+        self._updates[client_id] = _Update(
+            num_samples=samples, added=[False] * count, layers=[None] * count
+        )
+
+    def add_layer(self, client_id: str, index: int, layer: Any, *, name: str = "") -> None:
+        """Take in layer ``index`` of ``client_id``'s update in progress.
+
+        Streaming algorithms add it into the round's sums at once and keep no copy in memory
+        (it is spilled to a temporary file in case the update is aborted); the others keep
+        a reference until :meth:`finish` (do not modify the array).
+
+        Parameters
+        ----------
+        client_id : str
+            The client of a :meth:`begin_update`.
+        index : int
+            The layer, ``0 <= index < len(template)``; each once, in any order.
+        layer : ndarray
+            Floating point, the template's shape, finite.
+        name : str, optional
+            The layer's name, for error messages.
+
+        Raises
+        ------
+        RoundStateError
+            If no round is open.
+        AggregationError
+            If the client has no update in progress, or the layer is out of range, sent
+            twice, of the wrong shape or dtype, or holds a NaN/Inf. The update is then
+            aborted (its layers already taken in are backed out) and does not count.
+        """
+        update = self._update_of(client_id)
+        template = self._template
+        assert template is not None
+        label = f" ({name!r})" if name else ""
+        what = f"client {client_id!r}: weights layer {index}{label}"
+        try:
+            if isinstance(index, bool) or not isinstance(index, int | np.integer):
+                raise AggregationError(f"{what}: the layer index must be an integer")
+            if not 0 <= index < len(template):
+                raise AggregationError(
+                    f"{what}: no such layer (the update has {len(template)} layers)"
+                )
+            if update.added[index]:
+                raise AggregationError(f"{what} was sent twice")
+            array = _as_layer(layer, what)
+            if array.shape != template[index][0]:
+                raise AggregationError(
+                    f"{what} has shape {array.shape}, expected {template[index][0]}"
+                )
+        except AggregationError:
+            self.abort_update(client_id)
+            raise
+        self._add_layer(update, int(index), array)
+        update.added[int(index)] = True
+
+    def commit_update(self, client_id: str) -> None:
+        """Count ``client_id``'s update in progress: every layer must have been added.
+
+        Raises
+        ------
+        RoundStateError
+            If no round is open.
+        AggregationError
+            If the client has no update in progress, or layers are missing (the update is
+            then aborted and does not count).
+        """
+        update = self._update_of(client_id)
+        missing = [index for index, done in enumerate(update.added) if not done]
+        if missing:
+            self.abort_update(client_id)
+            shown = ", ".join(str(index) for index in missing[:8])
+            more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+            raise AggregationError(
+                f"client {client_id!r}: the update is incomplete: layer(s) {shown}{more} "
+                "were not sent"
+            )
+        del self._updates[client_id]
+        self._commit_update(client_id, update)
+        self._template_fixed = True
+        self._count(client_id, update.num_samples)
+
+    def abort_update(self, client_id: str) -> bool:
+        """Drop ``client_id``'s update in progress, backing out the layers already added.
+
+        Returns
+        -------
+        bool
+            False if the client had no update in progress (aborting is idempotent).
+
+        Notes
+        -----
+        Streaming algorithms subtract the layers they added, read back from the update's
+        temporary file. Floating-point addition does not undo exactly: each coordinate of a
+        backed-out layer's running sum may differ from the sum without that update by about
+        one rounding of the sum (relative 6e-8 in float32, 1e-16 in float64), unless no
+        update of the round was counted and none is in progress: the sums are then reset
+        to exactly nothing.
+        """
+        update = self._updates.pop(client_id, None)
+        if update is None:
+            return False
+        try:
+            self._abort_update(update)
+        finally:
+            self._release_update(update)
+        if not self._clients and not self._updates:
+            self._reset_round()
+            if not self._template_fixed:
+                self._template = None
+        return True
 
     def finish(self) -> list[Array]:
         """Close the round and return the new global weights.
+
+        Updates still in progress are aborted first (they do not count).
 
         Returns
         -------
@@ -312,9 +631,14 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         ------
         RoundStateError
             If no round is open, or it had no update and no global weights.
+        AggregationError
+            If the aggregate is not finite (a float32 running sum overflowed: use
+            ``accumulate_dtype="float64"``).
         """
         if not self._open:
             raise RoundStateError("no round is open; call begin_round() first")
+        for client_id in list(self._updates):
+            self.abort_update(client_id)
         if not self._clients:
             self._open = False
             self._reset_round()
@@ -322,12 +646,25 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
                 raise RoundStateError("the round had no update and no global weights")
             return list(self._global)
         assert self._template is not None
-        result = self._result()
+        try:
+            result = self._result()
+        except AggregationError:
+            self._open = False
+            self._reset_round()
+            raise
         self._reset_round()
         out = [
             np.asarray(layer).astype(dtype, copy=False)
             for layer, (_shape, dtype) in zip(result, self._template, strict=True)
         ]
+        del result
+        for index, layer in enumerate(out):
+            if _count_nonfinite(layer):
+                self._open = False
+                raise AggregationError(
+                    f"the aggregate of layer {index} is not finite: the running sum "
+                    "overflowed (set the aggregation parameter accumulate_dtype to float64)"
+                )
         self.weights = out
         self.total_size = self._round_samples
         self.round_number += 1
@@ -412,7 +749,45 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         self._apply_extra_state(extra)
         self._open = False
         self._global = None
+        self._drop_updates()
         self._reset_round()
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_new_update(self, client_id: str) -> None:
+        if not self._open:
+            raise RoundStateError(
+                f"client {client_id!r}: no round is open; call begin_round() first"
+            )
+        if not isinstance(client_id, str) or not client_id:
+            raise AggregationError(f"client_id must be a non-empty string, got {client_id!r}")
+        if client_id in self._seen:
+            raise AggregationError(f"client {client_id!r} already sent an update this round")
+        if client_id in self._updates:
+            raise AggregationError(f"client {client_id!r} is already sending an update")
+
+    def _update_of(self, client_id: str) -> _Update:
+        if not self._open:
+            raise RoundStateError(
+                f"client {client_id!r}: no round is open; call begin_round() first"
+            )
+        update = self._updates.get(client_id)
+        if update is None:
+            raise AggregationError(
+                f"client {client_id!r} has no update in progress; call begin_update() first"
+            )
+        return update
+
+    def _count(self, client_id: str, samples: int) -> None:
+        self._seen.add(client_id)
+        self._clients.append(client_id)
+        self._round_samples += samples
+
+    def _drop_updates(self) -> None:
+        """Forget the updates in progress without backing out (the round is being reset)."""
+        updates, self._updates = self._updates, {}
+        for update in updates.values():
+            self._release_update(update)
 
     # ------------------------------------------------------------------ hooks
 
@@ -421,8 +796,25 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         self._buffer = []
 
     def _accumulate(self, client_id: str, layers: list[Array], num_samples: int) -> None:
-        """Take in one validated update. Default: buffer it."""
+        """Take in one validated whole update. Default: buffer it."""
         self._buffer.append((client_id, layers, num_samples))
+
+    def _add_layer(self, update: _Update, index: int, layer: Array) -> None:
+        """Take in one validated layer of an update in progress. Default: keep it."""
+        update.layers[index] = layer
+
+    def _commit_update(self, client_id: str, update: _Update) -> None:
+        """Count a complete update in progress. Default: buffer its layers."""
+        layers = [layer for layer in update.layers if layer is not None]
+        self._accumulate(client_id, layers, update.num_samples)
+
+    def _abort_update(self, update: _Update) -> None:
+        """Back out what :meth:`_add_layer` took in. Default: nothing was taken in."""
+        update.layers = [None] * len(update.layers)
+
+    def _release_update(self, update: _Update) -> None:
+        """Free what an update in progress holds (commit, abort or round reset)."""
+        return
 
     def _result(self) -> list[Array]:
         """The aggregate of the round (any float dtype). Default: call an overridden aggregate."""
@@ -452,39 +844,127 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
 
 
 class StreamingAggregation(BaseAggregation):
-    """Base of the FedAvg family: a running float64 sample-weighted sum per layer.
+    """Base of the FedAvg family: a running sample-weighted sum per layer.
 
-    Memory is one float64 copy of the model whatever the number of clients.
+    Memory is one copy of the model (in the accumulation dtype) whatever the number of
+    clients. Whole updates (:meth:`add`) are added layer by layer; updates arriving layer by
+    layer (:meth:`add_layer`) are added as each layer arrives and spilled to a temporary file
+    (``undo_dir``, default the system's) so that an aborted update can be subtracted again.
+    :meth:`finish` turns the sums into the average in place: the sums become the result.
+
+    Parameters
+    ----------
+    accumulate_dtype : {"auto", "float32", "float64"}, default "auto"
+        dtype of the running sums. ``"auto"``: the model's float dtype, at least float32
+        (float16 models sum in float32), so a float32 model costs one float32 copy; the
+        relative rounding of the average is then about ``K * 6e-8`` for ``K`` clients.
+        ``"float64"`` doubles the memory for float32 models and is as exact as the former
+        float64 sums.
     """
 
     streaming: ClassVar[bool] = True
+    undo_dir: str | None = None
+    """Directory of the undo files of updates in progress (None: ``tempfile``'s default)."""
 
-    def __init__(self) -> None:
+    def __init__(self, accumulate_dtype: str | None = None) -> None:
         super().__init__()
-        self._sums: list[Array] | None = None
+        self.accumulate_dtype: np.dtype[Any] | None = accumulate_dtype_param(accumulate_dtype)
+        self._sums: list[Array | None] | None = None
 
     def _reset_round(self) -> None:
         super()._reset_round()
         self._sums = None
 
-    def _accumulate(self, client_id: str, layers: list[Array], num_samples: int) -> None:
-        if self._sums is None:
-            self._sums = [np.zeros(layer.shape, dtype=np.float64) for layer in layers]
-        for total, layer in zip(self._sums, layers, strict=True):
-            np.add(total, np.multiply(layer, float(num_samples), dtype=np.float64), out=total)
+    def _sum_dtype(self, model_dtype: np.dtype[Any]) -> np.dtype[Any]:
+        if self.accumulate_dtype is not None:
+            return self.accumulate_dtype
+        return np.promote_types(model_dtype, np.float32)
 
-    def _average(self) -> list[Array]:
-        """``sum_k n_k w_k / sum_k n_k`` per layer, float64."""
+    def _sum_into(self, index: int, layer: Array, scale: float) -> None:
+        template = self._template
+        assert template is not None
+        if self._sums is None:
+            self._sums = [None] * len(template)
+        total = self._sums[index]
+        if total is None:
+            shape, dtype = template[index]
+            total = np.zeros(shape, dtype=self._sum_dtype(dtype))
+            self._sums[index] = total
+        _axpy(total, layer, scale)
+
+    def _accumulate(self, client_id: str, layers: list[Array], num_samples: int) -> None:
+        for index, layer in enumerate(layers):
+            self._sum_into(index, layer, float(num_samples))
+
+    def _add_layer(self, update: _Update, index: int, layer: Array) -> None:
+        if update.undo is None:
+            update.undo = _UndoLog(self.undo_dir)
+        update.undo.write(index, layer)
+        self._sum_into(index, layer, float(update.num_samples))
+
+    def _commit_update(self, client_id: str, update: _Update) -> None:
+        return  # every layer is already in the sums
+
+    def _abort_update(self, update: _Update) -> None:
+        if update.undo is None or self._sums is None:
+            return
+        scale = -float(update.num_samples)
+        for index, done in enumerate(update.added):
+            total = self._sums[index]
+            if not done or total is None:
+                continue
+            flat = total.reshape(-1)
+            for start, block in update.undo.blocks(index):
+                _axpy(flat[start : start + block.size], block, scale)
+
+    def _release_update(self, update: _Update) -> None:
+        if update.undo is not None:
+            update.undo.close()
+            update.undo = None
+
+    def _take_average(self) -> list[Array]:
+        """``sum_k n_k w_k / sum_k n_k`` per layer, computed in place in the sums.
+
+        The sums are handed over (the round holds them no more): the caller owns the arrays.
+        """
         assert self._sums is not None
+        assert self._template is not None
         total = float(self._round_samples)
-        return [layer_sum / total for layer_sum in self._sums]
+        sums, self._sums = self._sums, None
+        average: list[Array] = []
+        for index, layer_sum in enumerate(sums):
+            sums[index] = None
+            if layer_sum is None:  # pragma: no cover - every counted update added every layer
+                shape, dtype = self._template[index]
+                average.append(np.zeros(shape, dtype=self._sum_dtype(dtype)))
+                continue
+            np.divide(layer_sum, total, out=layer_sum)
+            average.append(layer_sum)
+        return average
+
+    def _as_model_dtype(self, layers: list[Array]) -> list[Array]:
+        """Cast each layer to the template's dtype, releasing each source as it goes."""
+        assert self._template is not None
+        layers.reverse()  # pop() from the end hands each layer over in order
+        out: list[Array] = []
+        for _shape, dtype in self._template:
+            layer = layers.pop()
+            out.append(layer.astype(dtype, copy=False))
+            del layer  # a float64 sum is freed before the next layer is cast
+        return out
 
     def _result(self) -> list[Array]:
-        return self._average()
+        return self._as_model_dtype(self._take_average())
 
 
 class BufferedAggregation(BaseAggregation):
-    """Base of the robust aggregations, which need every update of the round at once."""
+    """Base of the robust aggregations, which need every update of the round at once.
+
+    Memory: such an algorithm keeps every update of the round (K copies of the model for K
+    clients, plus its working arrays at :meth:`finish`); updates arriving layer by layer keep
+    their layers too. Prefer a streaming algorithm (FedAvg family) for large models and many
+    clients.
+    """
 
     streaming: ClassVar[bool] = False
 
@@ -505,11 +985,18 @@ class BufferedAggregation(BaseAggregation):
 class FedAvg(StreamingAggregation):
     """Federated averaging weighted by sample count (upstream ``FedAvg``).
 
-    ``w_i = sum_k n_k w_{k,i} / sum_k n_k`` for every layer ``i``; streaming.
+    ``w_i = sum_k n_k w_{k,i} / sum_k n_k`` for every layer ``i``; streaming: the round
+    holds one running sum (see :class:`StreamingAggregation`) and :meth:`finish` divides it in
+    place, so the result is that buffer (no second copy of the model).
+
+    Parameters
+    ----------
+    accumulate_dtype : {"auto", "float32", "float64"}, default "auto"
+        dtype of the running sum (see :class:`StreamingAggregation`).
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
+    def __init__(self, accumulate_dtype: str | None = None, **kwargs: Any) -> None:
+        super().__init__(accumulate_dtype=accumulate_dtype)
         if kwargs:
             _log.warning(
                 "%s ignores unknown parameter(s) %s", type(self).__name__, ", ".join(sorted(kwargs))

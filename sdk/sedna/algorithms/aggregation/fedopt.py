@@ -18,6 +18,10 @@ the weighted average ``avg`` of the client weights into a step from the global w
 
 Defaults are those of Flower's ``flwr.server.strategy`` classes. ``eta_l`` (the client
 learning rate) is carried for the clients and unused by the server.
+
+Every class takes ``accumulate_dtype`` (see :class:`StreamingAggregation`). The optimiser
+state (``u``, ``m``, ``v``) is float64, one or two copies of the model; :meth:`finish` works
+layer by layer so its temporaries are a few layers, not whole models.
 """
 
 from __future__ import annotations
@@ -56,12 +60,17 @@ class FedAvgM(StreamingAggregation):
         Server step size, > 0.
     server_momentum : float or str, default 0.0
         Momentum factor, in [0, 1).
+    accumulate_dtype : {"auto", "float32", "float64"}, default "auto"
+        dtype of the running sum.
     """
 
     def __init__(
-        self, server_learning_rate: float | str = 1.0, server_momentum: float | str = 0.0
+        self,
+        server_learning_rate: float | str = 1.0,
+        server_momentum: float | str = 0.0,
+        accumulate_dtype: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(accumulate_dtype=accumulate_dtype)
         self.server_learning_rate = param_float(
             server_learning_rate, "server_learning_rate", low=0.0, low_open=True
         )
@@ -71,20 +80,23 @@ class FedAvgM(StreamingAggregation):
         self.momentum: list[Array] | None = None
 
     def _result(self) -> list[Array]:
-        average = self._average()
+        average = self._take_average()
         if self._global is None:
-            return average
+            return self._as_model_dtype(average)
+        assert self._template is not None
         lr, mu = self.server_learning_rate, self.server_momentum
-        x = [np.asarray(layer, dtype=np.float64) for layer in self._global]
-        pseudo = [g - a for g, a in zip(x, average, strict=True)]
         previous = self.momentum
-        momentum = (
-            pseudo
-            if previous is None
-            else [mu * u + d for u, d in zip(previous, pseudo, strict=True)]
-        )
+        momentum: list[Array] = []
+        out: list[Array] = []
+        average.reverse()
+        for index, (_shape, dtype) in enumerate(self._template):
+            x = np.asarray(self._global[index], dtype=np.float64)
+            d = x - average.pop()
+            u = d if previous is None else mu * previous[index] + d
+            momentum.append(u)
+            out.append((x - lr * u).astype(dtype, copy=False))
         self.momentum = momentum
-        return [g - lr * u for g, u in zip(x, momentum, strict=True)]
+        return out
 
     def _extra_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
@@ -117,6 +129,8 @@ class FedOpt(StreamingAggregation, abc.ABC):
         Second-moment decay, in [0, 1) (unused by FedAdagrad).
     tau : float or str
         Adaptivity (denominator offset), > 0.
+    accumulate_dtype : {"auto", "float32", "float64"}, default "auto"
+        dtype of the running sum.
     """
 
     def __init__(
@@ -126,8 +140,10 @@ class FedOpt(StreamingAggregation, abc.ABC):
         beta_1: float | str,
         beta_2: float | str,
         tau: float | str,
+        *,
+        accumulate_dtype: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(accumulate_dtype=accumulate_dtype)
         self.eta = param_float(eta, "eta", low=0.0, low_open=True)
         self.eta_l = param_float(eta_l, "eta_l", low=0.0, low_open=True)
         self.beta_1 = param_float(beta_1, "beta_1", low=0.0, high=1.0, high_open=True)
@@ -141,20 +157,27 @@ class FedOpt(StreamingAggregation, abc.ABC):
         """The new ``v`` from the previous ``v`` and the pseudo-gradient ``delta``."""
 
     def _result(self) -> list[Array]:
-        average = self._average()
+        average = self._take_average()
         if self._global is None:
-            return average
-        x = [np.asarray(layer, dtype=np.float64) for layer in self._global]
-        delta = [a - g for a, g in zip(average, x, strict=True)]
-        m_prev = self.m if self.m is not None else [np.zeros_like(d) for d in delta]
-        v_prev = self.v if self.v is not None else [np.zeros_like(d) for d in delta]
+            return self._as_model_dtype(average)
+        assert self._template is not None
         b1 = self.beta_1
-        m = [b1 * mt + (1.0 - b1) * d for mt, d in zip(m_prev, delta, strict=True)]
-        v = [self._second_moment(vt, d) for vt, d in zip(v_prev, delta, strict=True)]
+        m: list[Array] = []
+        v: list[Array] = []
+        out: list[Array] = []
+        average.reverse()
+        for index, (_shape, dtype) in enumerate(self._template):
+            x = np.asarray(self._global[index], dtype=np.float64)
+            delta = average.pop() - x
+            m_prev = self.m[index] if self.m is not None else np.zeros_like(delta)
+            v_prev = self.v[index] if self.v is not None else np.zeros_like(delta)
+            mt = b1 * m_prev + (1.0 - b1) * delta
+            vt = self._second_moment(v_prev, delta)
+            m.append(mt)
+            v.append(vt)
+            out.append((x + self.eta * mt / (np.sqrt(vt) + self.tau)).astype(dtype, copy=False))
         self.m, self.v = m, v
-        return [
-            g + self.eta * mt / (np.sqrt(vt) + self.tau) for g, mt, vt in zip(x, m, v, strict=True)
-        ]
+        return out
 
     def _extra_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
@@ -190,8 +213,17 @@ class FedAdagrad(FedOpt):
         eta_l: float | str = 1e-1,
         tau: float | str = 1e-9,
         beta_1: float | str = 0.0,
+        *,
+        accumulate_dtype: str | None = None,
     ) -> None:
-        super().__init__(eta=eta, eta_l=eta_l, beta_1=beta_1, beta_2=0.0, tau=tau)
+        super().__init__(
+            eta=eta,
+            eta_l=eta_l,
+            beta_1=beta_1,
+            beta_2=0.0,
+            tau=tau,
+            accumulate_dtype=accumulate_dtype,
+        )
 
     def _second_moment(self, v: Array, delta: Array) -> Array:
         result: Array = v + delta * delta
@@ -212,8 +244,17 @@ class FedAdam(FedOpt):
         beta_1: float | str = 0.9,
         beta_2: float | str = 0.99,
         tau: float | str = 1e-9,
+        *,
+        accumulate_dtype: str | None = None,
     ) -> None:
-        super().__init__(eta=eta, eta_l=eta_l, beta_1=beta_1, beta_2=beta_2, tau=tau)
+        super().__init__(
+            eta=eta,
+            eta_l=eta_l,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            tau=tau,
+            accumulate_dtype=accumulate_dtype,
+        )
 
     def _second_moment(self, v: Array, delta: Array) -> Array:
         return self.beta_2 * v + (1.0 - self.beta_2) * delta * delta
@@ -233,8 +274,17 @@ class FedYogi(FedOpt):
         beta_1: float | str = 0.9,
         beta_2: float | str = 0.99,
         tau: float | str = 1e-3,
+        *,
+        accumulate_dtype: str | None = None,
     ) -> None:
-        super().__init__(eta=eta, eta_l=eta_l, beta_1=beta_1, beta_2=beta_2, tau=tau)
+        super().__init__(
+            eta=eta,
+            eta_l=eta_l,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            tau=tau,
+            accumulate_dtype=accumulate_dtype,
+        )
 
     def _second_moment(self, v: Array, delta: Array) -> Array:
         squared = delta * delta

@@ -3,6 +3,12 @@
 They need every update of the round at once (``streaming = False``): the round buffers the
 updates (not copied; they must not be modified before :meth:`finish`). The result does not
 depend on the global weights. Sample counts only weight multi-Krum's final average, as Flower.
+
+Memory: K clients cost K copies of the model for the whole round (an aggregation server
+receiving updates layer by layer keeps every layer too), plus float64 working arrays of one
+layer of every client at :meth:`finish` (FedMedian, FedTrimmedAvg: ``K`` float64 copies of
+the largest layer; Krum: the same per layer, and a ``K x K`` distance matrix). This is
+inherent to median, trimmed mean and Krum; use the FedAvg family when memory matters.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ __all__ = ["FedMedian", "FedTrimmedAvg", "Krum"]
 @ClassFactory.register(ClassType.FL_AGG)
 class FedMedian(BufferedAggregation):
     """Coordinate-wise median of the client weights (unweighted; an even count averages the
-    two middle values)."""
+    two middle values).
+
+    Buffered: keeps all K updates of the round (K model copies) until :meth:`finish`.
+    """
 
     def _result(self) -> list[Array]:
         return [np.median(self._stacked(i), axis=0) for i in range(self._layer_count())]
@@ -30,7 +39,8 @@ class FedTrimmedAvg(BufferedAggregation):
     """Coordinate-wise trimmed mean (unweighted).
 
     Per coordinate, the ``k = floor(beta * n)`` smallest and ``k`` largest of the ``n``
-    client values are dropped and the rest averaged.
+    client values are dropped and the rest averaged. Buffered: keeps all K updates of the
+    round (K model copies) until :meth:`finish`.
 
     Parameters
     ----------
@@ -60,7 +70,8 @@ class Krum(BufferedAggregation):
     its ``n - f - 2`` closest other updates (at least 1, at most ``n - 1``). Krum returns the
     update with the lowest score; multi-Krum (``num_clients_to_keep = m > 1``) returns the
     sample-weighted average of the ``m`` lowest-scored updates (as Flower). Ties go to the
-    earlier update. The chosen clients are in :attr:`selected`.
+    earlier update. The chosen clients are in :attr:`selected`. Buffered: keeps all K
+    updates of the round (K model copies) until :meth:`finish`.
 
     Parameters
     ----------

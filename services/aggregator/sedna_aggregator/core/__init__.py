@@ -41,7 +41,7 @@ from sedna_aggregator.core.ports import (
     run_in_thread,
     run_inline,
 )
-from sedna_aggregator.core.session import Session, make_aggregator
+from sedna_aggregator.core.session import Session, UpdateUpload, make_aggregator
 
 __all__ = [
     "BelowMinimum",
@@ -77,6 +77,7 @@ __all__ = [
     "UnknownClientError",
     "UpdateAck",
     "UpdateRejectedError",
+    "UpdateUpload",
     "WrongRoundError",
     "make_aggregator",
     "run_in_thread",

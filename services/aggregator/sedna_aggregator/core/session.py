@@ -7,20 +7,27 @@ every selected client reported, or at the deadline if at least ``min_participant
 every round the global weights, the aggregator's ``state_dict`` and the participants history
 go to the :class:`~sedna_aggregator.core.ports.RoundStore`; :meth:`Session.restore` resumes.
 
+Updates arrive whole (:meth:`~Session.submit_update`) or layer by layer
+(:meth:`~Session.begin_update` gives an :class:`UpdateUpload`: ``add_layer`` as each layer
+arrives, then ``commit``; any failure aborts it and its layers are backed out of the round's
+sums). An update counts entirely or not at all.
+
 Concurrency: everything runs on one event loop. The aggregator is touched only under one
 ``asyncio.Lock`` (FIFO), through the injected runner (a worker thread by default), so an
-update whose checks passed before the deadline fired is still counted, and a round never
-closes in the middle of an ``add``.
+update whose last step was queued before the deadline fired is still counted, and a round
+never closes in the middle of an ``add``. A call cancelled mid-``add`` still holds the lock
+until the worker thread is done with the aggregator.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -64,9 +71,10 @@ from sedna_aggregator.core.ports import (
     run_in_thread,
 )
 
-__all__ = ["Session", "make_aggregator"]
+__all__ = ["Session", "UpdateUpload", "make_aggregator"]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def make_aggregator(config: SessionConfig) -> BaseAggregation:
@@ -124,6 +132,77 @@ def _clean_metrics(client_id: str, metrics: Mapping[str, float] | None) -> dict[
 class _Client:
     sample_count: int
     last_round: int = 0
+
+
+class UpdateUpload:
+    """One client's update arriving layer by layer (from :meth:`Session.begin_update`).
+
+    Call :meth:`add_layer` for every layer as it arrives (each is checked and added into the
+    round at once), then :meth:`commit`. Any error of ``add_layer`` or ``commit`` aborts the
+    update; the transport calls :meth:`abort` for its own failures (a broken or cancelled
+    stream, a bad chunk). An aborted update's layers are backed out of the round, it does
+    not count, and the client may send it again.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        client_id: str,
+        round_number: int,
+        num_samples: int,
+        metrics: dict[str, float],
+    ) -> None:
+        self._session = session
+        self.client_id = client_id
+        self.round = round_number
+        self.num_samples = num_samples
+        self.metrics = metrics
+        self.layer_bytes = 0
+        self.begun = False
+        self.done = False
+
+    @property
+    def active(self) -> bool:
+        """Neither committed nor aborted."""
+        return not self.done
+
+    async def add_layer(self, index: int, layer: Array, *, name: str = "") -> None:
+        """Check layer ``index`` (shape, dtype, NaN/Inf) and add it into the round.
+
+        ``layer`` is not modified; streaming aggregations keep no reference to it.
+
+        Raises
+        ------
+        UpdateRejectedError
+            ``MalformedUpdateError`` naming the layer, ``RoundNotOpenError`` if the round
+            closed (its deadline) meanwhile, ``SessionClosedError``. The update is aborted.
+        """
+        await self._session._upload_add(self, index, layer, name)
+
+    async def commit(self, *, nbytes: int | None = None) -> UpdateAck:
+        """Count the update: every layer must have been added.
+
+        Parameters
+        ----------
+        nbytes : int, optional
+            Bytes received, for metrics (default: the layers' size).
+
+        Raises
+        ------
+        UpdateRejectedError
+            As :meth:`add_layer` (a missing layer is a ``MalformedUpdateError``).
+        """
+        return await self._session._upload_commit(self, nbytes)
+
+    def abort(self, error: UpdateRejectedError | None = None, *, nbytes: int = 0) -> None:
+        """Give the update up (idempotent; synchronous, so safe in a cancelled task).
+
+        The layers already added are backed out of the round by a background task under the
+        session's lock (queued behind the aggregator steps already waiting for it); the
+        round's ``finish()`` backs out whatever is still in progress in any case, so an
+        aborted update never reaches a result.
+        """
+        self._session._upload_abort(self, error, nbytes)
 
 
 class Session:
@@ -193,6 +272,7 @@ class Session:
         self._selected: tuple[str, ...] = ()
         self._reported: dict[str, int] = {}
         self._pending: set[str] = set()
+        self._uploads: dict[str, UpdateUpload] = {}
         self._metric_sums: dict[str, float] = {}
         self._metric_weights: dict[str, float] = {}
         self._round_bytes = 0
@@ -342,6 +422,18 @@ class Session:
         return self._global
 
     @property
+    def template(self) -> list[tuple[tuple[int, ...], np.dtype[Any]]] | None:
+        """``(shape, dtype)`` per layer an update of the open round must have, if known.
+
+        The global weights' (else the round's first update's); None when nothing is known.
+        """
+        if self._agg.round_open:
+            return self._agg.template
+        if self._global is None:
+            return None
+        return [(tuple(layer.shape), layer.dtype) for layer in self._global]
+
+    @property
     def aggregator(self) -> BaseAggregation:
         """The aggregation plug-in (read it, do not drive it)."""
         return self._agg
@@ -454,30 +546,223 @@ class Session:
                         "could be added"
                     )
                 try:
-                    await self._runner(lambda: self._agg.add(client_id, weights, num_samples))
+                    await self._run_to_end(lambda: self._agg.add(client_id, weights, num_samples))
                 except AggregationError as err:
                     raise MalformedUpdateError(str(err)) from err
-                samples = int(num_samples)
-                self._reported[client_id] = samples
-                for name, value in client_metrics.items():
-                    self._metric_sums[name] = self._metric_sums.get(name, 0.0) + value * samples
-                    self._metric_weights[name] = self._metric_weights.get(name, 0.0) + samples
-                self._round_bytes += size
-                client = self._clients.get(client_id)
-                if client is not None:
-                    client.last_round = round_number
+                self._record_accepted(
+                    client_id, round_number, int(num_samples), client_metrics, size
+                )
                 received = len(self._reported)
         except UpdateRejectedError as err:
-            self._pending.discard(client_id)
+            self._release_pending(client_id, round_number)
             self._metrics.update_received(self._id, size, accepted=False, reason=err.reason)
             self._check_round_complete()  # it may have been the last one in flight
             raise
         finally:
-            self._pending.discard(client_id)
+            self._release_pending(client_id, round_number)
         self._metrics.update_received(self._id, size, accepted=True)
         self._check_round_complete()
         self._notify()
         return UpdateAck(round=round_number, received_updates=received)
+
+    def _release_pending(self, client_id: str, round_number: int) -> None:
+        # A later round has its own pending set; this call's marker went with the old one.
+        if self._round == round_number and client_id not in self._uploads:
+            self._pending.discard(client_id)
+
+    async def begin_update(
+        self,
+        client_id: str,
+        round_number: int,
+        num_samples: int,
+        metrics: Mapping[str, float] | None = None,
+        *,
+        layout: Sequence[tuple[Sequence[int], Any]] | None = None,
+    ) -> UpdateUpload:
+        """Start ``client_id``'s update for ``round_number``, to arrive layer by layer.
+
+        Parameters
+        ----------
+        num_samples : int
+            Samples behind the update (> 0), the FedAvg weight.
+        metrics : mapping, optional
+            The client's training metrics.
+        layout : list of (shape, dtype), optional
+            What the update will carry (its manifest); checked against :attr:`template` and
+            required when the round has no template yet.
+
+        Returns
+        -------
+        UpdateUpload
+            Add the layers to it, then commit it (or abort it).
+
+        Raises
+        ------
+        UpdateRejectedError
+            As :meth:`submit_update` (a bad ``num_samples`` or layout is a
+            ``MalformedUpdateError``). Nothing is recorded.
+        """
+        try:
+            self._check_update(client_id, round_number)
+            client_metrics = _clean_metrics(client_id, metrics)
+        except UpdateRejectedError as err:
+            self._metrics.update_received(self._id, 0, accepted=False, reason=err.reason)
+            raise
+        samples = num_samples if isinstance(num_samples, int) else -1
+        upload = UpdateUpload(self, client_id, round_number, samples, client_metrics)
+        self._pending.add(client_id)
+        self._uploads[client_id] = upload
+        try:
+            async with self._lock:
+                self._require_current(upload)
+                await self._back_out_stale()
+                try:
+                    self._agg.begin_update(client_id, num_samples, layout)
+                except AggregationError as err:
+                    raise MalformedUpdateError(str(err)) from err
+                upload.begun = True
+        except UpdateRejectedError as err:
+            self._upload_abort(upload, err, 0)
+            raise
+        except BaseException:
+            self._upload_abort(upload, None, 0)
+            raise
+        return upload
+
+    def _require_current(self, upload: UpdateUpload) -> None:
+        """Refuse a step of an upload whose round is gone (closed, deadline, session over)."""
+        cid = upload.client_id
+        if self._state.final:
+            raise SessionClosedError(
+                f"client {cid!r}: session {self._id!r} is {self._state.value}; the update of "
+                f"round {upload.round} does not count"
+            )
+        if upload.done or self._uploads.get(cid) is not upload:
+            raise RoundNotOpenError(
+                f"client {cid!r}: the update of round {upload.round} was aborted or the round "
+                "closed before it was complete; it does not count"
+            )
+        if self._round != upload.round or not self._agg.round_open:
+            raise RoundNotOpenError(
+                f"client {cid!r}: round {upload.round} closed (its deadline passed) before the "
+                "update was complete; it does not count"
+            )
+
+    async def _upload_add(self, upload: UpdateUpload, index: int, layer: Array, name: str) -> None:
+        try:
+            async with self._lock:
+                self._require_current(upload)
+                try:
+                    await self._run_to_end(
+                        lambda: self._agg.add_layer(upload.client_id, index, layer, name=name)
+                    )
+                except AggregationError as err:
+                    raise MalformedUpdateError(str(err)) from err
+                upload.layer_bytes += int(getattr(layer, "nbytes", 0))
+        except UpdateRejectedError as err:
+            self._upload_abort(upload, err, upload.layer_bytes)
+            raise
+        except BaseException:
+            self._upload_abort(upload, None, upload.layer_bytes)
+            raise
+
+    async def _upload_commit(self, upload: UpdateUpload, nbytes: int | None) -> UpdateAck:
+        cid, round_number = upload.client_id, upload.round
+        size = nbytes if nbytes is not None else upload.layer_bytes
+        try:
+            async with self._lock:
+                self._require_current(upload)
+                try:
+                    await self._run_to_end(lambda: self._agg.commit_update(cid))
+                except AggregationError as err:
+                    raise MalformedUpdateError(str(err)) from err
+                upload.done = True
+                del self._uploads[cid]
+                self._pending.discard(cid)
+                self._record_accepted(cid, round_number, upload.num_samples, upload.metrics, size)
+                received = len(self._reported)
+        except UpdateRejectedError as err:
+            self._upload_abort(upload, err, size)
+            raise
+        except BaseException:
+            self._upload_abort(upload, None, size)
+            raise
+        self._metrics.update_received(self._id, size, accepted=True)
+        self._check_round_complete()
+        self._notify()
+        return UpdateAck(round=round_number, received_updates=received)
+
+    def _upload_abort(
+        self, upload: UpdateUpload, error: UpdateRejectedError | None, nbytes: int
+    ) -> None:
+        if upload.done:
+            return
+        upload.done = True
+        cid = upload.client_id
+        current = self._uploads.get(cid) is upload
+        if current:
+            del self._uploads[cid]
+            self._pending.discard(cid)
+        reason = error.reason if error is not None else "cancelled"
+        self._metrics.update_received(self._id, nbytes, accepted=False, reason=reason)
+        if current and upload.begun:
+            _log.info(
+                "session %s: the update of %s for round %d was aborted (%s); backing it out",
+                self._id,
+                cid,
+                upload.round,
+                error if error is not None else "stream cancelled or broken",
+            )
+            self._spawn(self._back_out_task())
+        self._check_round_complete()
+
+    async def _back_out_task(self) -> None:
+        async with self._lock:
+            await self._back_out_stale()
+
+    async def _back_out_stale(self) -> None:
+        """Back out of the aggregator the updates in progress no live upload owns (lock held)."""
+        if not self._agg.round_open:
+            return
+        stale = [
+            cid
+            for cid in self._agg.updates_in_progress
+            if not ((upload := self._uploads.get(cid)) is not None and upload.begun)
+        ]
+        if stale:
+            await self._run_to_end(lambda: [self._agg.abort_update(cid) for cid in stale])
+
+    async def _run_to_end(self, fn: Callable[[], _T]) -> _T:
+        """``await runner(fn)``, and if the caller is cancelled meanwhile, still wait for
+        ``fn`` to end (the lock stays held): a worker thread must not be left working on the
+        aggregator while the next lock holder uses it."""
+        task = asyncio.ensure_future(self._runner(fn))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            while not task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved: the cancellation is what propagates
+            raise
+
+    def _record_accepted(
+        self,
+        client_id: str,
+        round_number: int,
+        samples: int,
+        client_metrics: Mapping[str, float],
+        size: int,
+    ) -> None:
+        self._reported[client_id] = samples
+        for name, value in client_metrics.items():
+            self._metric_sums[name] = self._metric_sums.get(name, 0.0) + value * samples
+            self._metric_weights[name] = self._metric_weights.get(name, 0.0) + samples
+        self._round_bytes += size
+        client = self._clients.get(client_id)
+        if client is not None:
+            client.last_round = round_number
 
     def precheck_update(self, client_id: str, round_number: int) -> None:
         """Refuse an update before its tensors are received, as :meth:`submit_update` would.
@@ -636,6 +921,7 @@ class Session:
         self._selected = tuple(chosen)
         self._reported = {}
         self._pending = set()
+        self._uploads = {}
         self._metric_sums = {}
         self._metric_weights = {}
         self._round_bytes = 0
@@ -716,7 +1002,7 @@ class Session:
                 )
                 return
             try:
-                weights = await self._runner(self._agg.finish)
+                weights = await self._run_to_end(self._agg.finish)
             except AggregationError as err:
                 self._fail(f"round {round_number}: aggregation failed: {err}")
                 return

@@ -1,0 +1,270 @@
+"""Receive an update's ``TensorFrame`` stream one tensor at a time.
+
+:class:`sedna.tensor.TensorAssembler` allocates every tensor of a stream when the manifest
+arrives and hands them over at the end: an update then costs a whole model per stream. The
+aggregator adds each layer into the round as soon as it is complete, so
+:class:`LayerReceiver` keeps one tensor's buffer at a time: it is allocated at the tensor's
+first chunk, filled chunk by chunk, CRC-checked when complete and handed over (the receiver
+drops it). The protocol rules and messages are the assembler's (manifest sizes and limits
+before anything is allocated; chunks in order, full-sized but for a tensor's last, no gap,
+no overlap, nothing past the end; CRC-32 per tensor; truncation).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+
+from sedna.api.common.v1.tensor_pb2 import TensorChunk, TensorFrame, TensorManifest
+from sedna.tensor import TensorError, TensorStreamError
+from sedna.tensor._wire import checked_nbytes, describe, describe_layout, wire_dtype
+
+__all__ = ["LayerReceiver", "ReceivedLayer"]
+
+ReceivedLayer = tuple[int, str, np.ndarray[Any, Any]]
+"""``(index, name, array)`` of a tensor that arrived whole and passed its CRC-32."""
+
+
+class LayerReceiver:
+    """One update's tensor stream, tensor by tensor.
+
+    Parameters
+    ----------
+    max_total_bytes
+        Largest ``total_bytes`` of a manifest (checked before anything is allocated).
+    max_tensors
+        Most tensors a manifest may list.
+
+    Any violation raises :class:`~sedna.tensor.TensorStreamError` naming the tensor, and the
+    receiver stays failed (the current buffer is released).
+    """
+
+    def __init__(self, *, max_total_bytes: int, max_tensors: int) -> None:
+        self._max_total_bytes = max_total_bytes
+        self._max_tensors = max_tensors
+        self._manifest: TensorManifest | None = None
+        self._layouts: list[tuple[str, tuple[int, ...], np.dtype[Any], int, int]] = []
+        self._chunk_size = 0
+        self._total = 0
+        self._current = 0
+        self._offset = 0
+        self._crc = 0
+        self._buffer: np.ndarray[Any, Any] | None = None
+        self._view: memoryview | None = None
+        self._received = 0
+        self._ready: list[ReceivedLayer] = []
+        self._failure: str | None = None
+
+    @property
+    def manifest(self) -> TensorManifest | None:
+        """The manifest, once received."""
+        return self._manifest
+
+    @property
+    def bytes_received(self) -> int:
+        """Payload bytes received so far."""
+        return self._received
+
+    @property
+    def layout(self) -> list[tuple[str, tuple[int, ...], np.dtype[Any]]]:
+        """``(name, shape, dtype)`` of every tensor of the manifest."""
+        return [(name, shape, dtype) for name, shape, dtype, _n, _crc in self._layouts]
+
+    def feed(self, frame: TensorFrame) -> list[ReceivedLayer]:
+        """Take the next frame; return the tensors it completed (usually none or one).
+
+        Zero-size tensors complete without a chunk, right after the manifest or the tensor
+        before them.
+
+        Raises
+        ------
+        TensorStreamError
+            If the frame breaks the protocol; the receiver is failed from then on.
+        """
+        if self._failure is not None:
+            raise TensorStreamError(f"stream already rejected: {self._failure}")
+        try:
+            kind = frame.WhichOneof("frame")
+            if kind == "chunk":
+                self._on_chunk(frame.chunk)
+            elif kind == "manifest":
+                self._on_manifest(frame.manifest)
+            else:
+                raise TensorStreamError(
+                    "frame carries neither a manifest nor a chunk (empty frame, or a kind of "
+                    "frame from a newer peer)"
+                )
+        except TensorStreamError as exc:
+            self._fail(str(exc))
+            raise
+        ready, self._ready = self._ready, []
+        return ready
+
+    def finish(self) -> None:
+        """Check that every tensor arrived.
+
+        Raises
+        ------
+        TensorStreamError
+            If the stream failed, has no manifest, or is truncated (the message says which
+            tensor and how many bytes are missing).
+        """
+        if self._failure is not None:
+            raise TensorStreamError(f"stream already rejected: {self._failure}")
+        if self._manifest is None:
+            raise TensorStreamError("truncated stream: no manifest received")
+        if self._current < len(self._layouts):
+            name, _shape, _dtype, length, _crc = self._layouts[self._current]
+            missing = length - self._offset
+            raise TensorStreamError(
+                f"truncated stream: {describe(name, self._current)} is missing {missing} of "
+                f"its {length} bytes; {self._total - self._received} of {self._total} bytes "
+                f"missing in all ({len(self._layouts) - self._current} of "
+                f"{len(self._layouts)} tensors incomplete)"
+            )
+
+    # ------------------------------------------------------------------ internals
+
+    def _on_manifest(self, manifest: TensorManifest) -> None:
+        if self._manifest is not None:
+            raise TensorStreamError("second manifest: a stream carries exactly one, first")
+        count = len(manifest.tensors)
+        if count > self._max_tensors:
+            raise TensorStreamError(
+                f"manifest lists {count} tensors, more than max_tensors={self._max_tensors}"
+            )
+        layouts: list[tuple[str, tuple[int, ...], np.dtype[Any], int, int]] = []
+        total = 0
+        for index, spec in enumerate(manifest.tensors):
+            what = describe(spec.name, index)
+            shape = tuple(int(d) for d in spec.shape)
+            try:
+                expected = checked_nbytes(spec.dtype, shape, what)
+                dtype = wire_dtype(spec.dtype, what)
+            except TensorError as exc:
+                raise TensorStreamError(f"manifest: {exc}") from None
+            if spec.byte_length != expected:
+                raise TensorStreamError(
+                    f"manifest: {what}: byte_length is {spec.byte_length}, but "
+                    f"{describe_layout(spec.dtype, shape)} needs {expected} bytes"
+                )
+            total += expected
+            if total > self._max_total_bytes:
+                raise TensorStreamError(
+                    f"manifest: tensors add up to more than max_total_bytes="
+                    f"{self._max_total_bytes} (reached {total} bytes at {what})"
+                )
+            layouts.append((spec.name, shape, dtype, expected, spec.crc32))
+        if manifest.total_bytes != total:
+            raise TensorStreamError(
+                f"manifest: total_bytes is {manifest.total_bytes}, but the tensors' byte_length "
+                f"add up to {total}"
+            )
+        if total and manifest.chunk_size == 0:
+            raise TensorStreamError("manifest: chunk_size is 0 but there are bytes to send")
+        self._manifest = manifest
+        self._layouts = layouts
+        self._chunk_size = manifest.chunk_size
+        self._total = total
+        self._advance()
+
+    def _on_chunk(self, chunk: TensorChunk) -> None:
+        if self._manifest is None:
+            raise TensorStreamError("chunk before the manifest: a stream starts with its manifest")
+        layouts = self._layouts
+        if self._current == len(layouts):
+            raise TensorStreamError(
+                f"frame after the stream completed (all {self._total} bytes of "
+                f"{len(layouts)} tensors already received)"
+            )
+        index = chunk.tensor_index
+        if index >= len(layouts):
+            raise TensorStreamError(
+                f"chunk tensor_index {index} is out of range: the manifest lists "
+                f"{len(layouts)} tensors"
+            )
+        name, shape, dtype, length, expected_crc = layouts[self._current]
+        what = describe(name, self._current)
+        if index != self._current:
+            other = describe(layouts[index][0], index)
+            state = "already complete" if index < self._current else "not started"
+            raise TensorStreamError(
+                f"chunk for {other} ({state}) while {what} is incomplete at byte "
+                f"{self._offset} of {length}: chunks must follow manifest order"
+            )
+        offset = chunk.offset
+        if offset != self._offset:
+            problem = (
+                "duplicate or overlapping chunk"
+                if offset < self._offset
+                else f"gap of {offset - self._offset} bytes"
+            )
+            raise TensorStreamError(
+                f"{what}: {problem}: chunk at offset {offset}, but bytes "
+                f"[0, {self._offset}) arrived and the next one expected is {self._offset}"
+            )
+        data = chunk.data  # read once: every access makes a new bytes object
+        size = len(data)
+        end = offset + size
+        if size > self._chunk_size:
+            raise TensorStreamError(
+                f"{what}: chunk of {size} bytes at offset {offset} is larger than the "
+                f"manifest's chunk_size {self._chunk_size}"
+            )
+        if end > length:
+            raise TensorStreamError(
+                f"{what}: data past the tensor's end: chunk covers bytes [{offset}, {end}) "
+                f"of a {length}-byte tensor"
+            )
+        if size < self._chunk_size and end != length:
+            raise TensorStreamError(
+                f"{what}: short chunk of {size} bytes at offset {offset}: only a tensor's "
+                f"last chunk may be shorter than chunk_size {self._chunk_size}, and this one "
+                f"ends at {end} of {length} bytes"
+            )
+        if self._buffer is None or self._view is None:
+            # Allocated at the tensor's first chunk, so one tensor's buffer exists at a time.
+            try:
+                self._buffer = np.empty(shape, dtype=dtype)
+            except (ValueError, MemoryError) as exc:
+                raise TensorStreamError(f"{what}: cannot allocate shape {shape}: {exc}") from None
+            self._view = self._buffer.reshape(-1).view(np.uint8).data
+        self._view[offset:end] = data
+        self._crc = zlib.crc32(data, self._crc)
+        self._offset = end
+        self._received += size
+        if end == length:
+            if self._crc != expected_crc:
+                raise TensorStreamError(
+                    f"{what}: CRC-32 mismatch: the manifest says {expected_crc:#010x}, the "
+                    f"{length} bytes received hash to {self._crc:#010x}"
+                )
+            array = self._buffer
+            self._buffer = None
+            self._view = None
+            self._ready.append((self._current, name, array))
+            self._current += 1
+            self._advance()
+
+    def _advance(self) -> None:
+        """Move past tensors with no bytes (they are complete as announced)."""
+        layouts = self._layouts
+        while self._current < len(layouts) and layouts[self._current][3] == 0:
+            name, shape, dtype, _length, expected_crc = layouts[self._current]
+            if expected_crc != 0:
+                raise TensorStreamError(
+                    f"{describe(name, self._current)}: CRC-32 mismatch: the manifest says "
+                    f"{expected_crc:#010x}, the 0 bytes received hash to 0x00000000"
+                )
+            self._ready.append((self._current, name, np.empty(shape, dtype=dtype)))
+            self._current += 1
+        self._offset = 0
+        self._crc = 0
+
+    def _fail(self, reason: str) -> None:
+        self._failure = reason
+        self._buffer = None
+        self._view = None
+        self._ready = []
