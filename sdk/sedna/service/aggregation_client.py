@@ -6,6 +6,12 @@ deadline, and every failure is a :class:`AggregationClientError` (a
 :class:`~sedna.common.errors.SednaError`) whose message names the call, the server and the
 status.
 
+With an S3 transmitter (``transmitter=S3Transmitter(...)``, ``TRANSMITTER=s3``) the weights
+go through object storage instead: :meth:`AggregationClient.push` writes the update as a
+safetensors object (``<AGG_DATA_PATH>/<session>/round-<n>/<client>.safetensors``) and sends
+only its URI in the header; :meth:`AggregationClient.pull` asks ``by_reference`` and reads the
+object the answer names, tensor by tensor.
+
 Retries (with exponential backoff, within the call's deadline):
 
 * ``join``, ``pull``, ``status`` and ``leave``: on UNAVAILABLE (no server yet, a restart, a
@@ -13,6 +19,9 @@ Retries (with exponential backoff, within the call's deadline):
 * ``push``: on UNAVAILABLE only while no tensor frame of the update was handed to gRPC, and on
   the server's refusals that mean "too early" (the round is not open yet, or the session is
   still at an earlier round); never once the update's bytes may have reached the server.
+  By reference (S3), the object is written once and the header-only call is retried on
+  UNAVAILABLE too; a retry answered "duplicate" after an UNAVAILABLE means the server took
+  the earlier attempt, and counts as success.
 
 Example
 -------
@@ -40,6 +49,11 @@ import numpy as np
 import numpy.typing as npt
 from google.protobuf import json_format
 
+from sedna.algorithms.transmitter import (
+    AbstractTransmitter,
+    S3Transmitter,
+    TransmitterError,
+)
 from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
 from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
 from sedna.common.errors import SednaError
@@ -385,6 +399,11 @@ class AggregationClient:
         Largest global model accepted by :meth:`pull` (16 GiB by default).
     channel_config
         TLS, token, message limits...; its ``target`` is replaced by ``host:port``.
+    transmitter
+        How the weights travel: None or a
+        :class:`~sedna.algorithms.transmitter.WSTransmitter` streams them in the calls; an
+        :class:`~sedna.algorithms.transmitter.S3Transmitter` passes them as S3 objects
+        (by reference). ``TransmitterError`` (a ``SednaError``) reports a failed object write.
 
     Notes
     -----
@@ -402,6 +421,7 @@ class AggregationClient:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_weights_bytes: int = 16 << 30,
         channel_config: ChannelConfig | None = None,
+        transmitter: AbstractTransmitter | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, not {timeout}")
@@ -418,6 +438,16 @@ class AggregationClient:
         self.timeout = timeout
         self.chunk_size = chunk_size
         self.max_weights_bytes = max_weights_bytes
+        if (
+            transmitter is not None
+            and transmitter.by_reference
+            and not isinstance(transmitter, S3Transmitter)
+        ):
+            raise TypeError(
+                f"a by-reference transmitter must be an S3Transmitter, not "
+                f"{type(transmitter).__name__}"
+            )
+        self.transmitter = transmitter
         self.session_id = ""
         self.client_id = ""
         self._channel = open_sync_channel(config)
@@ -507,6 +537,11 @@ class AggregationClient:
     @staticmethod
     def _unavailable(err: AggregationClientError) -> bool:
         return err.code is grpc.StatusCode.UNAVAILABLE
+
+    @property
+    def _s3(self) -> S3Transmitter | None:
+        transmitter = self.transmitter
+        return transmitter if isinstance(transmitter, S3Transmitter) else None
 
     def _require_joined(self) -> None:
         if not self.session_id or not self.client_id:
@@ -616,6 +651,8 @@ class AggregationClient:
         AggregatorUnavailableError
             No server before the deadline, or the connection broke while sending (not
             retried: the server may have the update).
+        TransmitterError
+            By reference (S3): the update's object could not be written.
         """
         self._require_joined()
         if sample_count <= 0:
@@ -632,6 +669,9 @@ class AggregationClient:
             sample_count=int(sample_count),
             metrics=values,
         )
+        s3 = self._s3
+        if s3 is not None:
+            return self._push_by_reference(s3, int(round), layers, header, timeout)
         sent_frames = [0]
 
         def messages() -> Iterator[pb.PushUpdateRequest]:
@@ -669,6 +709,73 @@ class AggregationClient:
         )
         return int(response.received_updates)
 
+    def _push_by_reference(
+        self,
+        s3: S3Transmitter,
+        round_number: int,
+        layers: list[tuple[str, Array]],
+        header: pb.UpdateHeader,
+        timeout: float | None,
+    ) -> int:
+        """Write the update's object once, then send the header naming it (retried)."""
+        uri = s3.update_uri(self.session_id, round_number, self.client_id)
+        s3.send(
+            layers,
+            uri,
+            metadata={
+                "session_id": self.session_id,
+                "client_id": self.client_id,
+                "round": str(round_number),
+            },
+        )
+        header.weights_uri = uri
+        request = pb.PushUpdateRequest(header=header)
+        unavailable_before = [False]
+
+        def attempt(remaining: float) -> pb.PushUpdateResponse:
+            try:
+                response: pb.PushUpdateResponse = self._stub.PushUpdate(
+                    iter((request,)), timeout=remaining
+                )
+            except grpc.RpcError as exc:
+                code = _code(exc)
+                if code is grpc.StatusCode.ALREADY_EXISTS and unavailable_before[0]:
+                    # An earlier attempt reached the server before its answer was lost.
+                    _log.info("push of round %d: the server already has it", round_number)
+                    return pb.PushUpdateResponse(round=round_number, received_updates=0)
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    unavailable_before[0] = True
+                raise
+            return response
+
+        def retryable(err: AggregationClientError) -> bool:
+            if err.code is grpc.StatusCode.UNAVAILABLE or isinstance(err, RoundNotOpenError):
+                return True
+            return isinstance(err, WrongRoundError) and 0 <= err.current_round < round_number
+
+        response = self._retrying(
+            f"push of round {round_number} ({uri})",
+            attempt,
+            self.timeout if timeout is None else timeout,
+            retryable,
+            round_number=round_number,
+        )
+        return int(response.received_updates)
+
+    def _read_reference(self, uri: str, round_number: int) -> list[Array]:
+        s3 = self._s3
+        if s3 is None:
+            raise AggregationClientError(
+                f"pull of round {round_number} from {self.target}: the server answered with an "
+                f"object ({uri}) but this client has no S3 transmitter"
+            )
+        try:
+            return [array for _name, array in s3.iter_recv(uri, max_bytes=self.max_weights_bytes)]
+        except TransmitterError as err:
+            raise AggregationClientError(
+                f"pull of round {round_number} from {self.target}: {err}"
+            ) from None
+
     def pull(self, round: int = 0, timeout: float | None = None) -> GlobalWeights:
         """Wait for the aggregate of ``round`` (0: the latest) and download it.
 
@@ -696,10 +803,16 @@ class AggregationClient:
             The server does not hold the session (restarted): join again.
         AggregatorUnavailableError
             No server before the deadline.
+        AggregationClientError
+            By reference (S3): the aggregate's object is missing, over ``max_weights_bytes``
+            or not a valid safetensors object (the message names the problem).
         """
         self._require_joined()
         request = pb.PullGlobalWeightsRequest(
-            session_id=self.session_id, client_id=self.client_id, round=int(round)
+            session_id=self.session_id,
+            client_id=self.client_id,
+            round=int(round),
+            by_reference=self._s3 is not None,
         )
 
         def attempt(remaining: float) -> GlobalWeights:
@@ -719,7 +832,17 @@ class AggregationClient:
                 raise AggregationClientError(
                     f"pull of round {round} from {self.target}: the stream had no header"
                 )
-            layers = [array for _name, array in assembler.result()] if assembler.manifest else []
+            if header.weights_uri:
+                if assembler.manifest is not None:
+                    raise AggregationClientError(
+                        f"pull of round {round} from {self.target}: the answer has both an "
+                        "object reference and streamed weights"
+                    )
+                layers = self._read_reference(header.weights_uri, int(header.round))
+            else:
+                layers = (
+                    [array for _name, array in assembler.result()] if assembler.manifest else []
+                )
             return GlobalWeights(
                 round=int(header.round),
                 weights=layers,

@@ -1,16 +1,56 @@
-"""Wiring of the aggregation server: checkpoint store, metrics and the servicer."""
+"""Wiring of the aggregation server: checkpoint store, weight objects, metrics, servicer."""
 
 from __future__ import annotations
+
+import logging
 
 from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
 from sedna.runtime import ServiceServer
 from sedna.runtime.memory import tune_malloc
-from sedna_aggregator.core import Clock, LocalFileRoundStore, Runner
+from sedna_aggregator.core import Clock, LocalFileRoundStore, RoundStore, Runner
+from sedna_aggregator.core.ports import WeightsObjects
 from sedna_aggregator.metrics import AggregatorMetrics
 from sedna_aggregator.servicer import SERVICE_NAME, AggregationServicer
 from sedna_aggregator.settings import AggregatorSettings
 
-__all__ = ["setup"]
+__all__ = ["make_objects", "make_store", "setup"]
+
+_log = logging.getLogger(__name__)
+
+
+def make_store(settings: AggregatorSettings) -> RoundStore | None:
+    """The checkpoint store: Redis when ``redis_url`` is set, else ``checkpoint_dir``, else
+    none."""
+    if settings.redis_url is not None:
+        from sedna_aggregator.adapters.redis_store import RedisRoundStore  # noqa: PLC0415
+
+        password = settings.redis_password
+        store = RedisRoundStore(
+            settings.redis_url,
+            password=None if password is None else password.get_secret_value(),
+            key_prefix=settings.redis_key_prefix,
+        )
+        _log.info("checkpoints in Redis at %s", store.where)
+        return store
+    if settings.checkpoint_dir is not None:
+        return LocalFileRoundStore(settings.checkpoint_dir)
+    return None
+
+
+def make_objects(settings: AggregatorSettings) -> WeightsObjects | None:
+    """The S3 weight objects of ``agg_data_path`` (TRANSMITTER=s3), None when unset."""
+    if settings.agg_data_path is None:
+        return None
+    from sedna_aggregator.adapters.s3_objects import S3WeightsObjects  # noqa: PLC0415
+
+    objects = S3WeightsObjects(
+        settings.agg_data_path,
+        endpoint_url=settings.s3_endpoint_url,
+        access_key=settings.s3_access_key_id.get_secret_value(),
+        secret_key=settings.s3_secret_access_key.get_secret_value(),
+    )
+    _log.info("S3 transmitter: weight objects under %s", settings.agg_data_path)
+    return objects
 
 
 def setup(
@@ -22,9 +62,11 @@ def setup(
 ) -> AggregationServicer:
     """Register the aggregation service on ``server`` (not started) from ``settings``.
 
-    Sessions get ``settings.session_config()``; checkpoints go to ``settings.checkpoint_dir``
-    (none: no checkpoints); the Prometheus metrics go to the server's registry. The sessions'
-    timers are stopped on shutdown.
+    Sessions get ``settings.session_config()``; checkpoints go to Redis
+    (``settings.redis_url``) or ``settings.checkpoint_dir`` (neither: no checkpoints); S3
+    weight objects are served from ``settings.agg_data_path`` when set; the Prometheus
+    metrics go to the server's registry. The sessions' timers are stopped on shutdown, then
+    the store's connections closed.
 
     Returns
     -------
@@ -33,11 +75,8 @@ def setup(
     """
     tune_malloc()  # large tensors from the heap, not one mmap per copy (sedna.runtime.memory)
     metrics = AggregatorMetrics(server.registry)
-    store = (
-        LocalFileRoundStore(settings.checkpoint_dir)
-        if settings.checkpoint_dir is not None
-        else None
-    )
+    store = make_store(settings)
+    objects = make_objects(settings)
     servicer = AggregationServicer(
         settings.session_config(),
         store=store,
@@ -51,7 +90,11 @@ def setup(
         runner=runner,
         on_assembly=metrics.updates_in_flight.inc,
         on_waiting=metrics.updates_waiting.inc,
+        objects=objects,
     )
     server.add_servicer(pb_grpc.add_AggregationServiceServicer_to_server, servicer, SERVICE_NAME)
     server.on_shutdown(servicer.aclose)
+    close_store = getattr(store, "aclose", None)
+    if close_store is not None:
+        server.on_shutdown(close_store)
     return servicer

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from sedna.runtime import ServiceSettings
@@ -40,7 +41,7 @@ class AggregatorSettings(ServiceSettings):
     one aggregator serves one job, as upstream's aggregation worker).
     """
 
-    model_config = SettingsConfigDict(env_prefix="SEDNA_AGGREGATOR_")
+    model_config = SettingsConfigDict(env_prefix="SEDNA_AGGREGATOR_", populate_by_name=True)
 
     port: int = Field(
         default=DEFAULT_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free port."
@@ -81,6 +82,59 @@ class AggregatorSettings(ServiceSettings):
     )
     max_sessions: int = Field(
         default=64, gt=0, description="Sessions (jobs) served at once; more are refused."
+    )
+
+    # -- Redis checkpoints -------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SEDNA_AGGREGATOR_REDIS_URL", "REDIS_URL", "redis_url"),
+        description="redis://host:port/db (rediss:// for TLS): checkpoints go to Redis instead "
+        "of checkpoint_dir; none: checkpoint_dir. No password in it: use redis_password.",
+    )
+    redis_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "SEDNA_AGGREGATOR_REDIS_PASSWORD", "REDIS_PASSWORD", "redis_password"
+        ),
+        description="The Redis password (environment or config file only; never logged).",
+    )
+    redis_key_prefix: str = Field(
+        default="sedna:aggregator:",
+        min_length=1,
+        description="Prefix of the aggregator's Redis keys (aggregators sharing a Redis need "
+        "distinct ones unless they serve distinct sessions).",
+    )
+
+    # -- S3 transmitter (the controller's environment for spec.transmitter.s3) --------------
+    agg_data_path: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "SEDNA_AGGREGATOR_AGG_DATA_PATH", "AGG_DATA_PATH", "agg_data_path"
+        ),
+        description="s3://bucket/prefix of the job's weight objects (AGG_DATA_PATH, set for "
+        "TRANSMITTER=s3): updates are read from, and aggregates written to, objects there; "
+        "none: tensors are streamed only.",
+    )
+    s3_endpoint_url: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "SEDNA_AGGREGATOR_S3_ENDPOINT_URL", "S3_ENDPOINT_URL", "s3_endpoint_url"
+        ),
+        description="S3 endpoint, http(s)://host[:port] (S3_ENDPOINT_URL); empty: AWS.",
+    )
+    s3_access_key_id: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=AliasChoices(
+            "SEDNA_AGGREGATOR_S3_ACCESS_KEY_ID", "ACCESS_KEY_ID", "s3_access_key_id"
+        ),
+        description="S3 access key (ACCESS_KEY_ID; environment only, never logged).",
+    )
+    s3_secret_access_key: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=AliasChoices(
+            "SEDNA_AGGREGATOR_S3_SECRET_ACCESS_KEY", "SECRET_ACCESS_KEY", "s3_secret_access_key"
+        ),
+        description="S3 secret key (SECRET_ACCESS_KEY; environment only, never logged).",
     )
 
     # -- session defaults --------------------------------------------------------------------
@@ -136,12 +190,49 @@ class AggregatorSettings(ServiceSettings):
             return json.loads(text)
         return value
 
-    @field_validator("checkpoint_dir", "expected_clients", "round_timeout_seconds", mode="before")
+    @field_validator(
+        "checkpoint_dir",
+        "expected_clients",
+        "round_timeout_seconds",
+        "redis_url",
+        "redis_password",
+        "agg_data_path",
+        mode="before",
+    )
     @classmethod
     def _none_words(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in {"", "none", "null"}:
             return None
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if parts.password is not None:
+            # The URL is shown by --check-config, flags and logs; the value is not echoed.
+            raise ValueError(
+                "must not hold a password: set SEDNA_AGGREGATOR_REDIS_PASSWORD (or "
+                "REDIS_PASSWORD) instead"
+            )
+        return value.strip()
+
+    @field_validator("agg_data_path")
+    @classmethod
+    def _check_data_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip()
+        if text in {"./", "."}:  # upstream's default AGG_DATA_PATH: no S3 transmitter
+            return None
+        parts = urlsplit(text)
+        if parts.scheme != "s3" or not parts.netloc or "@" in parts.netloc:
+            raise ValueError(f"{text!r} is not an s3://bucket[/prefix] URI")
+        return text
 
     @model_validator(mode="after")
     def _check_session_defaults(self) -> Self:

@@ -15,7 +15,10 @@ Environment (set by the controller):
 ``JOB_NAME``,             ``WORKER_NAME``
 ``WORKER_NAME``
 ``TRANSMITTER``           ``ws`` (upstream's name; here: gRPC streaming, the default) or
-                          ``s3`` (not supported by this class yet)
+                          ``s3``: weights as safetensors objects under ``AGG_DATA_PATH``
+                          (``s3://bucket/prefix``, required) through ``S3_ENDPOINT_URL``
+                          with ``ACCESS_KEY_ID``/``SECRET_ACCESS_KEY``; only their URIs
+                          go through the aggregation calls
 ``CONNECT_TIMEOUT``       seconds :meth:`~FederatedLearning.register` / the first join keep
                           trying to reach the server (default 300)
 ``ROUND_WAIT_TIMEOUT``    seconds one pull waits for a round's aggregate (default 3600; ours)
@@ -34,6 +37,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from sedna.algorithms.transmitter import S3Transmitter, TransmitterError
 from sedna.backend import BackendBase
 from sedna.common.config import BaseConfig, Context
 from sedna.core.base import JobBase, K8sResourceKind, K8sResourceKindStatus, resolve_post_process
@@ -147,7 +151,13 @@ class FederatedLearning(JobBase):
         Sent with the join (ours): the first join creates the session with it, a later join
         with a different one fails. None (default): the server's settings.
     client : AggregationClient, optional
-        Injected (tests); else one to ``AGG_IP:AGG_PORT``.
+        Injected (tests); else one to ``AGG_IP:AGG_PORT``, with an
+        :class:`~sedna.algorithms.transmitter.S3Transmitter` when ``TRANSMITTER=s3``.
+
+    Raises
+    ------
+    TransmitterError
+        ``TRANSMITTER=s3`` without a usable ``AGG_DATA_PATH`` (the message names it).
 
     Attributes
     ----------
@@ -174,11 +184,7 @@ class FederatedLearning(JobBase):
         self.job_kind = K8sResourceKind.FEDERATED_LEARNING_JOB
         self.aggregation = aggregation
         self.transmitter = self.get_transmitter_from_config()
-        if self.transmitter != "grpc":
-            raise NotImplementedError(
-                f"TRANSMITTER={BaseConfig().transmitter!r} is not supported by this SDK yet; "
-                "use 'ws' (gRPC streaming)"
-            )
+        s3 = self._s3_transmitter() if self.transmitter == "s3" and client is None else None
         self.agg_ip = str(self.get_parameters("AGG_IP", "127.0.0.1"))
         self.agg_port = int(self.get_parameters("AGG_PORT", DEFAULT_AGG_PORT))
         self.connect_timeout = _float_env("CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
@@ -187,7 +193,7 @@ class FederatedLearning(JobBase):
         self.client_id = self.worker_name
         self.session_config = session_config
         self.client = client or AggregationClient(
-            self.agg_ip, self.agg_port, timeout=DEFAULT_CALL_TIMEOUT
+            self.agg_ip, self.agg_port, timeout=DEFAULT_CALL_TIMEOUT, transmitter=s3
         )
         self.proximal_mu = 0.0
         self.global_weights: list[np.ndarray[Any, Any]] | None = None
@@ -210,6 +216,26 @@ class FederatedLearning(JobBase):
         if name not in TRANSMITTERS:
             raise ValueError(f"TRANSMITTER={name!r}: expected one of {sorted(TRANSMITTERS)}")
         return TRANSMITTERS[name]
+
+    @staticmethod
+    def _s3_transmitter() -> S3Transmitter:
+        """The S3 transmitter of ``TRANSMITTER=s3`` from ``AGG_DATA_PATH`` and the S3 env."""
+        config = BaseConfig()
+        path = str(config.agg_data_path or "").strip()
+        if not path.startswith("s3://"):
+            shown = "not set" if path in {"", "./"} else f"{path!r}, not an s3:// URI"
+            raise TransmitterError(
+                f"TRANSMITTER=s3 needs AGG_DATA_PATH=s3://bucket/prefix (where the job's weights "
+                f"go; the job's spec.transmitter.s3.aggDataPath): it is {shown}"
+            )
+        return S3Transmitter.from_env(
+            {
+                "AGG_DATA_PATH": path,
+                "S3_ENDPOINT_URL": str(config.s3_endpoint_url or ""),
+                "ACCESS_KEY_ID": str(config.access_key_id or ""),
+                "SECRET_ACCESS_KEY": str(config.secret_access_key or ""),
+            }
+        )
 
     def register(self, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> JoinResult:
         """Join the session, trying for up to ``timeout`` seconds (upstream: deprecated; the
