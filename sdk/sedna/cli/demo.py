@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from sedna.cli import demo_federated_learning as fl_demo
 from sedna.cli.demo_joint_inference import DEFAULT_DATA_DIR, DemoOptions, run_demo
 
 __all__ = ["CloudWorker", "demo_app"]
@@ -133,5 +134,111 @@ def joint_inference_command(  # noqa: PLR0917 - typer passes every option by key
         report=report,
     )
     code = run_demo(options)
+    if code:
+        raise typer.Exit(code)
+
+
+@demo_app.command(
+    "federated-learning",
+    help=(
+        "Split scikit-learn's digits over three edge nodes (non-IID: each holds mostly a few "
+        "classes), train each node's model alone as a baseline, start the embedded stack (as "
+        "`sedna up`, nodes cloud, edge-1, edge-2, edge-3), apply examples/federated_learning "
+        "(sedna-aggregator on cloud, a FederatedLearning trainer per edge node), follow the "
+        "rounds, and print the test accuracy of every round's global model and of the "
+        "federated model against each node's model trained alone. Exits 1 unless the "
+        "federated model beats every one of them."
+    ),
+)
+def federated_learning_command(  # noqa: PLR0917 - typer passes every option by keyword
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir",
+            help="Where the demo keeps the data splits, the models, the trainers' output and "
+            "the stack's state and logs; the stack state and the job's output start empty "
+            "every run.",
+        ),
+    ] = fl_demo.DEFAULT_DATA_DIR,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            min=1,
+            max=100,
+            help="Federated rounds (the aggregator's exit_round).",
+        ),
+    ] = 5,
+    epochs: Annotated[
+        int,
+        typer.Option(
+            "--epochs",
+            min=1,
+            max=100,
+            help="Local epochs per round on each trainer. Each baseline (a node alone) trains "
+            "for rounds x epochs epochs: the same budget.",
+        ),
+    ] = 2,
+    round_timeout: Annotated[
+        float,
+        typer.Option(
+            "--round-timeout",
+            min=1.0,
+            help="Seconds a round waits for a silent trainer before closing with the others "
+            "(the aggregator's round_timeout_seconds; at least 2 of the 3 must report).",
+        ),
+    ] = 60.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=10.0,
+            help="Seconds the whole demo may take before it gives up (naming the step and "
+            "the worker at fault).",
+        ),
+    ] = 300.0,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            help="Leave the stack running after the table, to look around with "
+            "`sedna get fl`, `sedna describe`, `sedna logs`; Ctrl-C stops it.",
+        ),
+    ] = False,
+    seed: Annotated[
+        int,
+        typer.Option("--seed", help="Seed of the data split, the initial model and training."),
+    ] = 0,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            dir_okay=False,
+            help="Also write the measured numbers and the verdict to this JSON file.",
+        ),
+    ] = None,
+    example_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--example-dir",
+            file_okay=False,
+            help="The examples/federated_learning folder (default: found next to the "
+            "installed Sedna checkout, or under the current directory).",
+        ),
+    ] = None,
+) -> None:
+    """Run the federated-learning example end to end and print the result table."""
+    options = fl_demo.FederatedOptions(
+        data_dir=data_dir,
+        rounds=rounds,
+        epochs=epochs,
+        round_timeout=round_timeout,
+        timeout=timeout,
+        keep_running=keep_running,
+        example_dir=example_dir,
+        seed=seed,
+        report=report,
+    )
+    code = fl_demo.run_demo(options)
     if code:
         raise typer.Exit(code)

@@ -20,29 +20,18 @@ showing the end of its log.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import hashlib
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import grpc
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
-from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -52,17 +41,25 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-import sedna
-from sedna.api.gm.v1 import resource_service_pb2 as rpb
-from sedna.cli.client import Connection, describe_rpc_error
+from sedna.cli import demo_common
+from sedna.cli.client import Connection
 from sedna.cli.demo_cluster import (
     WorkerState,
     condition,
     find_workers,
-    log_tail,
     metric_values,
     service_object,
     worker_problem,
+)
+from sedna.cli.demo_common import (
+    MARKER,
+    PORT_RANGE,
+    Deadline,
+    DemoError,
+    DemoInterruptedError,
+    DemoStack,
+    install_signals,
+    print_error,
 )
 from sedna.cli.demo_metrics import (
     JointInferenceSummary,
@@ -71,11 +68,12 @@ from sedna.cli.demo_metrics import (
     summarize,
     summary_table,
 )
-from sedna.cli.manifests import read_documents
-from sedna.cli.stack import RunningComponent, Stack, StackError, plan_stack
+from sedna.cli.stack import Stack
 
 __all__ = [
     "DEFAULT_DATA_DIR",
+    "MARKER",
+    "Deadline",
     "DemoError",
     "DemoOptions",
     "claim_data_dir",
@@ -85,30 +83,15 @@ __all__ = [
 ]
 
 DEFAULT_DATA_DIR = Path(".sedna") / "demo" / "joint-inference"
-MARKER = ".sedna-demo"
 NODES = ("cloud", "edge-1")
 KIND = "JointInferenceService"
 NAMESPACE = "default"
-PORT_RANGE = (20000, 25000)
-"""Where the big model's port is picked (below the controller's range and the ephemeral one)."""
 POLL_SECONDS = 0.25
 METRICS_WAIT_SECONDS = 20.0
 """At most this long for the GM to show the edge's final counters (the example reports every
 second, ``LC_PERIOD``); the table does not wait for them otherwise."""
 MODELS_GRACE_SECONDS = 10.0
 """How long the service may say its Models are missing (they are applied with it)."""
-
-
-class DemoError(Exception):
-    """The demo cannot go on; ``details`` are (title, text) pairs such as log tails."""
-
-    def __init__(self, message: str, details: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(message)
-        self.details = details or []
-
-
-class _InterruptedError(Exception):
-    """SIGTERM or Ctrl-C."""
 
 
 @dataclass(frozen=True)
@@ -127,131 +110,37 @@ class DemoOptions:
     report: Path | None = None
 
 
-class Deadline:
-    """The demo's overall deadline; each step waits at most what is left."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        """Seconds left (never negative)."""
-        return max(0.0, self.end - time.monotonic())
-
-    def check(self, what: str) -> None:
-        """Raise :class:`DemoError` naming ``what`` once the deadline has passed."""
-        if self.remaining() <= 0:
-            raise DemoError(
-                f"timed out after {self.seconds:g}s {what} (raise --timeout on a slow machine)"
-            )
-
-
 def find_example_dir(explicit: Path | None = None) -> Path:
-    """The ``examples/joint_inference`` folder: ``explicit``, else next to the installed SDK
-    (an editable install from the repository, as ``make install`` does), else under the
-    current directory.
+    """The ``examples/joint_inference`` folder (see :func:`demo_common.find_example_dir`).
 
     Raises
     ------
     DemoError
         No such folder with a ``prepare.py``.
     """
-    here = Path(sedna.__file__).resolve().parents[2] / "examples" / "joint_inference"
-    candidates = [explicit] if explicit else [here, Path.cwd() / "examples" / "joint_inference"]
-    for candidate in candidates:
-        if candidate is not None and (candidate / "prepare.py").is_file():
-            return candidate.resolve()
-    where = ", ".join(str(c) for c in candidates if c is not None)
-    raise DemoError(
-        f"cannot find the joint-inference example (prepare.py) in {where}: run the demo from "
-        "a checkout of the Sedna repository installed with `make install`, or pass "
-        "--example-dir"
-    )
-
-
-def _listening(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+    return demo_common.find_example_dir("joint_inference", explicit)
 
 
 def claim_data_dir(data_dir: Path) -> None:
-    """Make ``data_dir`` the demo's, and clear the previous run's stack state.
-
-    Trained models are kept (they are reused for the same seed); the stack state (resources,
-    node state, logs) is removed so every run starts from an empty control plane.
+    """Make ``data_dir`` this demo's (see :func:`demo_common.claim_data_dir`).
 
     Raises
     ------
     DemoError
-        ``data_dir`` is a file, a non-empty folder the demo did not create, or the folder of
-        a demo whose stack still runs (``--keep-running``).
+        ``data_dir`` is a file, a foreign non-empty folder, or a running demo's.
     """
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DemoError(f"--data-dir {data_dir} is a file")
-    if data_dir.is_dir() and any(data_dir.iterdir()) and not (data_dir / MARKER).exists():
-        raise DemoError(
-            f"--data-dir {data_dir} is not empty and was not created by `sedna demo`; "
-            "choose another directory"
-        )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / MARKER).write_text("created by `sedna demo joint-inference`\n")
-    stack_dir = data_dir / "stack"
-    plan_file = stack_dir / "stack.json"
-    if plan_file.exists():
-        try:
-            components = json.loads(plan_file.read_text()).get("components", [])
-            ports = [int(c["port"]) for c in components]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            ports = []
-        if any(_listening(p) for p in ports):
-            raise DemoError(
-                f"a demo stack from {data_dir} is still running (started with --keep-running?); "
-                "stop it (Ctrl-C in its terminal) or use another --data-dir"
-            )
-    shutil.rmtree(stack_dir, ignore_errors=True)
+    demo_common.claim_data_dir(data_dir, "sedna demo joint-inference")
 
 
 def pick_port(seed: str, port_range: tuple[int, int] = PORT_RANGE) -> int:
-    """A free loopback port of ``port_range``, searched from a hash of ``seed``.
+    """A free port for the big model (see :func:`demo_common.pick_port`).
 
     Raises
     ------
     DemoError
         Every port of the range is busy.
     """
-    low, high = port_range
-    start = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big") % (high - low)
-    for offset in range(high - low):
-        port = low + (start + offset) % (high - low)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    raise DemoError(f"no free port in {low}-{high - 1} for the big model")
-
-
-@contextlib.contextmanager
-def _venv_first_on_path() -> Iterator[None]:
-    """Put this interpreter's bin directory first on PATH for the stack's children.
-
-    The LocalControllers start workers with their own PATH; this makes ``python3`` and the
-    Sedna console scripts resolve to this environment even when it is not activated.
-    """
-    bin_dir = str(Path(sys.executable).parent)
-    before = os.environ.get("PATH")
-    os.environ["PATH"] = os.pathsep.join(
-        [bin_dir, *(p for p in (before or "").split(os.pathsep) if p)]
-    )
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("PATH", None)
-        else:
-            os.environ["PATH"] = before
+    return demo_common.pick_port(seed, port_range, what="the big model")
 
 
 def _read_test_set(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -274,30 +163,37 @@ class _Run:
     console: Console
     deadline: Deadline
     example: dict[str, Any] = field(default_factory=dict)
-    stack: Stack | None = None
-    conn: Connection | None = None
-    agents: dict[str, str] = field(default_factory=dict)
+    cluster: DemoStack = field(init=False)
     service: str = ""
     cloud_port: int = 0
-    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.cluster = DemoStack(self.options.data_dir, NODES)
 
     # ------------------------------------------------------------------ helpers
+
+    @property
+    def stack(self) -> Stack | None:
+        return self.cluster.stack
+
+    @property
+    def conn(self) -> Connection | None:
+        return self.cluster.conn
+
+    @property
+    def agents(self) -> dict[str, str]:
+        return self.cluster.agents
+
+    @property
+    def notes(self) -> list[str]:
+        return self.cluster.notes
 
     def say(self, progress: Progress, text: str) -> None:
         progress.console.print(text, highlight=False)
 
     def supervise(self) -> None:
         """Restart a crashed GM/LC as ``sedna up`` does, and note it."""
-        if self.stack is None:
-            return
-
-        def restarted(child: RunningComponent, code: int) -> None:
-            self.notes.append(
-                f"{child.plan.name} exited with code {code} and was restarted (log "
-                f"{child.log_path})"
-            )
-
-        self.stack.check_and_restart(restarted)
+        self.cluster.supervise()
 
     def workers(self) -> list[WorkerState]:
         assert self.conn is not None
@@ -305,23 +201,7 @@ class _Run:
 
     def fail_with_logs(self, message: str, workers: list[WorkerState]) -> DemoError:
         """A :class:`DemoError` with the end of each worker's log (the GM's when none)."""
-        assert self.conn is not None
-        details: list[tuple[str, str]] = []
-        if not workers and self.stack is not None:
-            gm_log = self.stack.log_dir / "gm.log"
-            try:
-                tail = "\n".join(gm_log.read_text(errors="replace").splitlines()[-20:])
-            except OSError:
-                tail = "(no log)"
-            details.append((f"GlobalManager, last lines (whole log: {gm_log})", tail))
-        for worker in workers:
-            title = f"{worker.name} on {worker.node}, last lines"
-            node_dir = self.options.data_dir / "stack" / "nodes" / worker.node
-            full = next(iter(node_dir.rglob(f"{worker.name}.log")), None)
-            if full is not None:
-                title += f" (whole log: {full})"
-            details.append((title, log_tail(self.conn, worker)))
-        return DemoError(message, details)
+        return self.cluster.fail_with_logs(message, workers)
 
     def check_workers(self) -> list[WorkerState]:
         """The service's workers; raises when one of them is failing."""
@@ -405,50 +285,10 @@ class _Run:
         )
 
     def start_stack(self, progress: Progress) -> None:
-        task = progress.add_task("Start the GlobalManager and LocalControllers", total=None)
-        began = time.monotonic()
-        try:
-            plan = plan_stack((self.options.data_dir / "stack").resolve(), list(NODES), 0)
-        except StackError as exc:
-            raise DemoError(str(exc)) from None
-        self.stack = Stack(plan, start_timeout=max(1.0, min(60.0, self.deadline.remaining())))
-
-        def ready(component: Any) -> None:
-            progress.update(task, description=f"{component.name} is ready at {component.address}")
-
-        with _venv_first_on_path():
-            try:
-                self.stack.start(on_ready=ready)
-            except StackError as exc:
-                raise DemoError(f"the stack did not start: {exc}") from None
-        self.conn = Connection(server=plan.gm.address, timeout=10.0)
-        self.agents = {c.node: c.address for c in plan.components if c.role == "lc"}
-        progress.update(task, total=1, completed=1, description="Start the stack")
-        self.say(
-            progress,
-            f"[green]✓[/green] stack up in {time.monotonic() - began:.1f}s: GlobalManager "
-            f"{plan.gm.address}, LocalControllers "
-            + ", ".join(f"{n} {a}" for n, a in self.agents.items())
-            + f" (logs {self.stack.log_dir})",
-        )
+        self.cluster.start(progress, self.deadline)
 
     def apply(self, progress: Progress) -> None:
-        assert self.conn is not None
-        manifest = Path(self.example["manifest"])
-        applied: list[str] = []
-        stub = self.conn.resources()
-        for doc in read_documents([manifest]):
-            if doc.result.status != "valid" or doc.data is None:
-                errors = "; ".join(str(e) for e in doc.result.errors) or doc.result.reason
-                raise DemoError(f"{doc.where}: {errors}")
-            try:
-                stub.Apply(rpb.ApplyRequest(manifest_json=json.dumps(doc.data).encode()))
-            except grpc.RpcError as exc:
-                raise DemoError(
-                    f"applying {doc.result.label}: {describe_rpc_error(exc, self.conn.server)}"
-                ) from None
-            applied.append(doc.result.label)
-        self.say(progress, f"[green]✓[/green] applied {', '.join(applied)} ({manifest})")
+        self.cluster.apply(progress, Path(self.example["manifest"]))
 
     def cloud_ready(self) -> bool:
         from sedna.service.oip_client import InferenceClient  # noqa: PLC0415
@@ -575,23 +415,13 @@ def _short(value: str) -> str:
     return value if number.is_integer() else f"{number:.3f}"
 
 
-def _print_error(console: Console, error: DemoError) -> None:
-    console.print(f"[red]error:[/red] {escape(str(error))}")
-    for title, text in error.details:
-        console.print(Panel(escape(text), title=escape(title), title_align="left", expand=False))
-
-
 def _hold(run: _Run, console: Console) -> None:
-    assert run.stack is not None
-    plan = run.stack.plan
-    console.print(
-        f"The stack keeps running: [bold]sedna get ji --server {plan.gm.address}[/bold], "
-        f"[bold]sedna logs <worker> --node edge-1 --server {plan.gm.address}[/bold]; "
-        "Ctrl-C stops it."
+    plan_gm = run.cluster.gm_address
+    run.cluster.hold(
+        console,
+        f"[bold]sedna get ji --server {plan_gm}[/bold], "
+        f"[bold]sedna logs <worker> --node edge-1 --server {plan_gm}[/bold]",
     )
-    while True:
-        run.supervise()
-        time.sleep(0.5)
 
 
 def _write_report(
@@ -611,22 +441,6 @@ def _write_report(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _install_signals() -> Callable[[], None]:
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum: int, _frame: FrameType | None) -> None:
-        raise _InterruptedError(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
 
 
 def _conclude(run: _Run, summary: JointInferenceSummary, metrics: dict[str, str]) -> int:
@@ -678,20 +492,7 @@ def _measure(run: _Run) -> int:
 
 def _stop(run: _Run) -> None:
     """Close the connections and stop the stack (its LocalControllers stop the workers)."""
-    # A second Ctrl-C must not cut the stop short (children would be left running).
-    with contextlib.suppress(ValueError):  # not the main thread: no signals to mask
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-    if run.conn is not None:
-        run.conn.close()
-    if run.stack is not None and run.stack.running:
-        run.console.print("Stopping the stack...")
-        began = time.monotonic()
-        run.stack.stop()
-        run.console.print(
-            f"Stopped in {time.monotonic() - began:.1f}s; models, worker output, state and "
-            f"logs kept in {run.options.data_dir}"
-        )
+    run.cluster.stop(run.console)
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> int:
@@ -709,16 +510,16 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         console=console or Console(highlight=False),
         deadline=Deadline(options.timeout),
     )
-    restore = _install_signals()
+    restore = install_signals()
     code = 130
     try:
         code = _measure(run)
         if options.keep_running:
             _hold(run, run.console)
     except DemoError as exc:
-        _print_error(run.console, exc)
+        print_error(run.console, exc)
         code = 1
-    except _InterruptedError as exc:
+    except DemoInterruptedError as exc:
         run.console.print(f"Interrupted ({exc}).")
     finally:
         try:
