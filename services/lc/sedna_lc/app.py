@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
 from sedna import __version__
 from sedna.runtime import ChannelConfig, ServiceServer
@@ -22,6 +22,7 @@ from sedna.runtime.server import ServerStartError
 from sedna_lc.datasets import DatasetMonitor
 from sedna_lc.dispatch import Dispatcher
 from sedna_lc.link import GMLink, LinkConfig, LinkStream
+from sedna_lc.metrics import LCMetrics
 from sedna_lc.reports import HttpReportServer, NodeStatus, WorkerReportIntake, add_lc_servicers
 from sedna_lc.settings import LCSettings
 from sedna_lc.state import LocalState, Outbox
@@ -112,7 +113,17 @@ class LocalController:
         self._wrap_stream = wrap_stream
         data_dir = settings.data_dir.resolve()
         self.state = LocalState(data_dir / STATE_FILE)
-        self.outbox = Outbox(self.state)
+        self.link: GMLink | None = None
+        self.metrics = LCMetrics(
+            registry,
+            connected=lambda: self.link is not None and self.link.connected,
+            connections=lambda: self.link.connections if self.link is not None else 0,
+            outbox_size=lambda: self.outbox.size,
+            datasets=lambda: len(self.datasets.keys()),
+            workers=lambda: len(self.workers.list_workers()),
+            sample_counts=lambda: self.datasets.sample_counts(),  # noqa: PLW0108 - set below
+        )
+        self.outbox = Outbox(self.state, on_delivered=self.metrics.delivery_lag.observe)
         self.datasets = DatasetMonitor(
             self.outbox,
             data_dir,
@@ -124,31 +135,11 @@ class LocalController:
         self.dispatcher = Dispatcher(self.datasets, self.workers)
         self.intake = WorkerReportIntake(self.outbox, owner_lookup=self.workers.owner_of)
         self.http = HttpReportServer(self.intake, settings.http_host, settings.http_port)
-        self.link: GMLink | None = None
         self._channel = ChannelConfig(
             target=gm_target(settings.gm_address),
             token=settings.gm_token,
             ca_file=settings.gm_tls_ca_file,
             keepalive_without_calls=True,
-        )
-        self._gauges(registry)
-
-    def _gauges(self, registry: CollectorRegistry) -> None:
-        Gauge(
-            "sedna_lc_gm_connected",
-            "1 while the stream to the GlobalManager is up.",
-            registry=registry,
-        ).set_function(lambda: 1.0 if self.link is not None and self.link.connected else 0.0)
-        Gauge(
-            "sedna_lc_outbox_reports",
-            "Reports persisted locally and not yet acknowledged by the GlobalManager.",
-            registry=registry,
-        ).set_function(lambda: float(self.outbox.size))
-        Gauge("sedna_lc_datasets", "Datasets this node monitors.", registry=registry).set_function(
-            lambda: float(len(self.datasets.keys()))
-        )
-        Gauge("sedna_lc_workers", "Workers this node supervises.", registry=registry).set_function(
-            lambda: float(len(self.workers.list_workers()))
         )
 
     def node_status(self) -> NodeStatus:

@@ -143,7 +143,17 @@ def test_edge_metrics_gauges_follow_the_reports() -> None:
         ],
     )
     assert (value("inferenceNumber"), value("uploadCloudRatio"), value("note")) == (10, 0.25, None)
+
+    def headline(name: str) -> float | None:
+        return registry.get_sample_value(
+            f"sedna_joint_inference_service_{name}", {"namespace": "default", "service": "ji"}
+        )
+
+    assert (headline("inferences"), headline("offload_ratio")) == (10, 0.25)
+    assert headline("hard_examples") is None  # not reported
     metrics.observe(key, [{"key": "inferenceNumber", "value": "12"}])
     assert (value("inferenceNumber"), value("uploadCloudRatio")) == (12, None)
+    assert (headline("inferences"), headline("offload_ratio")) == (12, None)
     metrics.forget(key)
     assert value("inferenceNumber") is None
+    assert headline("inferences") is None

@@ -76,6 +76,7 @@ class DatasetMonitor:
         self._rootfs = rootfs
         self._store = ReportedStore(state_dir / "datasets.json")
         self._watches: dict[ObjectKey, _Watch] = {}
+        self._counts: dict[ObjectKey, int] = {}
         self._closed = False
 
     @staticmethod
@@ -85,6 +86,13 @@ class DatasetMonitor:
     def keys(self) -> list[ObjectKey]:
         """The datasets being monitored."""
         return sorted(self._watches)
+
+    def sample_counts(self) -> dict[ObjectKey, int]:
+        """The latest sample count of every monitored dataset counted at least once.
+
+        A dataset whose last count failed keeps its previous count (as its report does).
+        """
+        return {key: count for key, count in self._counts.items() if key in self._watches}
 
     async def apply(self, obj: ResourceObject, credentials: Mapping[str, str]) -> None:
         """Start monitoring ``obj``, or pick up a changed spec/credentials (idempotent)."""
@@ -98,6 +106,8 @@ class DatasetMonitor:
                 and current.obj.uid == obj.uid
                 and current.credentials == creds
             )
+            if current.obj.uid != obj.uid:
+                self._counts.pop(obj.key, None)  # a new incarnation: its own count
             current.obj, current.credentials = obj.clone(), creds
             if not unchanged:
                 current.wake.set()  # count again now, with the new spec
@@ -109,6 +119,7 @@ class DatasetMonitor:
     async def remove(self, key: ObjectKey) -> None:
         """Stop monitoring ``key`` and forget its last report; unknown keys are a no-op."""
         watch = self._watches.pop(key, None)
+        self._counts.pop(key, None)
         if watch is not None:
             await self._stop(watch)
         self._store.discard(self._state_key(key))
@@ -169,6 +180,8 @@ class DatasetMonitor:
             source = parse_source(url, self._rootfs)
             count = await asyncio.to_thread(count_samples, source, fmt, watch.credentials)
             error = ""
+            if self._watches.get(key) is watch:  # not removed while counting
+                self._counts[key] = count
         except DatasetError as exc:
             count, error = None, str(exc)
         state_key = self._state_key(key)
