@@ -58,13 +58,14 @@ proto-check: proto ## Fail when the committed generated code differs from proto/
 	  echo "sdk/sedna/api is out of date with proto/: run 'make proto' and commit" >&2; \
 	  git status --porcelain -- sdk/sedna/api >&2; exit 1; fi
 
-crds: $(STAMP) ## Regenerate crds/ from the resource models
+crds: $(STAMP) ## Regenerate crds/ (and the Helm chart's copy) from the resource models
 	$(BIN)/python scripts/gen_crds.py
+	$(BIN)/python scripts/gen_crds.py --out charts/sedna/crds
 
 crds-check: crds ## Fail when the committed CRDs differ from the resource models
-	@if [ -n "$$(git status --porcelain -- crds)" ]; then \
-	  echo "crds/ is out of date with sdk/sedna/resources: run 'make crds' and commit" >&2; \
-	  git status --porcelain -- crds >&2; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- crds charts/sedna/crds)" ]; then \
+	  echo "crds/ or charts/sedna/crds/ is out of date with sdk/sedna/resources: run 'make crds' and commit" >&2; \
+	  git status --porcelain -- crds charts/sedna/crds >&2; exit 1; fi
 
 buf: $(STAMP) ## buf format, lint and breaking-change check against $(BUF_AGAINST)
 	$(BIN)/buf format --diff --exit-code
