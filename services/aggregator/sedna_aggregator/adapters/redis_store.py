@@ -35,8 +35,9 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from sedna_aggregator.core.checkpoint_manifest import checkpoint_from_manifest, manifest_of
 from sedna_aggregator.core.errors import CheckpointError
-from sedna_aggregator.core.model import Array, Checkpoint, RoundRecord
+from sedna_aggregator.core.model import Array, Checkpoint
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -68,17 +69,6 @@ def _text(value: bytes | str) -> str:
 
 def _raw(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
-
-
-def _scalar(value: object, key: str) -> object:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise CheckpointError(
-        f"aggregator state {key!r} is a {type(value).__name__}; only JSON scalars and "
-        "ndarrays can be checkpointed"
-    )
 
 
 def _dtype_text(array: Array, name: str) -> str:
@@ -170,12 +160,8 @@ class RedisRoundStore:
     def _encode(self, checkpoint: Checkpoint) -> dict[bytes, bytes]:
         fields: dict[bytes, bytes] = {}
         arrays: dict[str, dict[str, Any]] = {}
-        by_id: dict[int, str] = {}
 
-        def put(name: str, array: Array) -> str:
-            known = by_id.get(id(array))
-            if known is not None:
-                return known
+        def store(name: str, array: Array) -> None:
             dtype = _dtype_text(array, name)
             data = np.asarray(array, order="C")
             if dtype not in _EXTRA_DTYPES:
@@ -191,33 +177,9 @@ class RedisRoundStore:
                 "chunks": chunks,
                 "nbytes": len(raw),
             }
-            by_id[id(array)] = name
-            return name
 
-        global_names = (
-            None
-            if checkpoint.global_weights is None
-            else [put(f"global.{i}", layer) for i, layer in enumerate(checkpoint.global_weights)]
-        )
-        state: dict[str, Any] = {}
-        for key, value in checkpoint.aggregator_state.items():
-            if isinstance(value, np.ndarray):
-                state[key] = {"array": put(f"agg.{key}", value)}
-            else:
-                state[key] = {"value": _scalar(value, key)}
-        manifest = {
-            "format": FORMAT_VERSION,
-            "session_id": checkpoint.session_id,
-            "round": checkpoint.round,
-            "aggregation": checkpoint.aggregation,
-            "completed": checkpoint.completed,
-            "reason": checkpoint.reason,
-            "arrays": arrays,
-            "global_weights": global_names,
-            "aggregator_state": state,
-            "history": [record.to_json() for record in checkpoint.history],
-            "config": dict(checkpoint.config),
-        }
+        manifest = manifest_of(checkpoint, store)
+        manifest.update(format=FORMAT_VERSION, arrays=arrays)
         fields[_MANIFEST] = json.dumps(manifest, allow_nan=False, default=str).encode()
         return fields
 
@@ -368,22 +330,7 @@ class RedisRoundStore:
                     raise CheckpointError(f"{where}: the manifest names no array {name!r}")
                 return arrays[name]
 
-            global_names = manifest["global_weights"]
-            weights = None if global_names is None else [array(n) for n in global_names]
-            state: dict[str, Any] = {}
-            for key, entry in dict(manifest["aggregator_state"]).items():
-                state[key] = array(entry["array"]) if "array" in entry else entry["value"]
-            return Checkpoint(
-                session_id=str(manifest["session_id"]),
-                round=int(manifest["round"]),
-                global_weights=weights,
-                aggregator_state=state,
-                history=tuple(RoundRecord.from_json(r) for r in manifest["history"]),
-                aggregation=str(manifest["aggregation"]),
-                completed=bool(manifest["completed"]),
-                reason=str(manifest.get("reason", "")),
-                config=dict(manifest.get("config", {})),
-            )
+            return checkpoint_from_manifest(manifest, array)
         except CheckpointError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as err:

@@ -27,8 +27,9 @@ from urllib.parse import quote
 
 import numpy as np
 
+from sedna_aggregator.core.checkpoint_manifest import checkpoint_from_manifest, manifest_of
 from sedna_aggregator.core.errors import CheckpointError
-from sedna_aggregator.core.model import Array, Checkpoint, RoundRecord
+from sedna_aggregator.core.model import Array, Checkpoint
 
 __all__ = ["FORMAT_VERSION", "LocalFileRoundStore"]
 
@@ -60,17 +61,6 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     _fsync_dir(path.parent)
 
 
-def _scalar(value: object, key: str) -> object:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise CheckpointError(
-        f"aggregator state {key!r} is a {type(value).__name__}; only JSON scalars and "
-        "ndarrays can be checkpointed"
-    )
-
-
 class LocalFileRoundStore:
     """Checkpoints under ``root`` (created if missing); one directory per session."""
 
@@ -96,48 +86,20 @@ class LocalFileRoundStore:
         directory = self.session_dir(checkpoint.session_id)
         directory.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, Array] = {}
-        by_id: dict[int, str] = {}
 
-        def put(name: str, array: Array) -> str:
-            known = by_id.get(id(array))
-            if known is not None:
-                return known
+        def store(name: str, array: Array) -> None:
             if array.dtype.hasobject:
                 raise CheckpointError(f"array {name!r} has dtype object; refusing to pickle")
             arrays[name] = array
-            by_id[id(array)] = name
-            return name
 
-        global_names = (
-            None
-            if checkpoint.global_weights is None
-            else [put(f"global.{i}", layer) for i, layer in enumerate(checkpoint.global_weights)]
-        )
-        state: dict[str, Any] = {}
-        for key, value in checkpoint.aggregator_state.items():
-            if isinstance(value, np.ndarray):
-                state[key] = {"array": put(f"agg.{key}", value)}
-            else:
-                state[key] = {"value": _scalar(value, key)}
+        manifest = manifest_of(checkpoint, store)
         npz_name = f"round-{checkpoint.round:06d}.npz"
         payload: dict[str, Any] = dict(arrays)
         _atomic_write(
             directory / npz_name,
             lambda handle: np.savez(handle, allow_pickle=False, **payload),
         )
-        manifest = {
-            "format": FORMAT_VERSION,
-            "session_id": checkpoint.session_id,
-            "round": checkpoint.round,
-            "aggregation": checkpoint.aggregation,
-            "completed": checkpoint.completed,
-            "reason": checkpoint.reason,
-            "arrays": npz_name,
-            "global_weights": global_names,
-            "aggregator_state": state,
-            "history": [record.to_json() for record in checkpoint.history],
-            "config": dict(checkpoint.config),
-        }
+        manifest.update(format=FORMAT_VERSION, arrays=npz_name)
         text = json.dumps(manifest, indent=1, allow_nan=False, default=str).encode()
         _atomic_write(directory / _MANIFEST, lambda handle: handle.write(text))
         for stale in directory.glob("round-*.npz"):
@@ -160,22 +122,7 @@ class LocalFileRoundStore:
                 )
             with np.load(directory / str(manifest["arrays"]), allow_pickle=False) as npz:
                 arrays: dict[str, Array] = {name: npz[name] for name in npz.files}
-            global_names = manifest["global_weights"]
-            weights = None if global_names is None else [arrays[n] for n in global_names]
-            state: dict[str, Any] = {}
-            for key, entry in dict(manifest["aggregator_state"]).items():
-                state[key] = arrays[entry["array"]] if "array" in entry else entry["value"]
-            return Checkpoint(
-                session_id=str(manifest["session_id"]),
-                round=int(manifest["round"]),
-                global_weights=weights,
-                aggregator_state=state,
-                history=tuple(RoundRecord.from_json(r) for r in manifest["history"]),
-                aggregation=str(manifest["aggregation"]),
-                completed=bool(manifest["completed"]),
-                reason=str(manifest.get("reason", "")),
-                config=dict(manifest.get("config", {})),
-            )
+            return checkpoint_from_manifest(manifest, lambda name: arrays[str(name)])
         except CheckpointError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as err:
