@@ -15,13 +15,20 @@ object the answer names, tensor by tensor.
 Retries (with exponential backoff, within the call's deadline):
 
 * ``join``, ``pull``, ``status`` and ``leave``: on UNAVAILABLE (no server yet, a restart, a
-  dropped connection). They are idempotent on the server.
+  dropped connection). They are idempotent on the server. ``pull(retry_unavailable=False)``
+  raises at once instead, for a caller that re-joins first.
 * ``push``: on UNAVAILABLE only while no tensor frame of the update was handed to gRPC, and on
   the server's refusals that mean "too early" (the round is not open yet, or the session is
   still at an earlier round); never once the update's bytes may have reached the server.
   By reference (S3), the object is written once and the header-only call is retried on
   UNAVAILABLE too; a retry answered "duplicate" after an UNAVAILABLE means the server took
   the earlier attempt, and counts as success.
+
+Re-joining is the caller's: a restarted server (restored from its checkpoint) knows neither
+the client (:class:`NotJoinedError`, or :class:`SessionNotFoundError` before anyone
+re-joined) nor an update pushed to the server before it; a broken push raises
+:class:`AggregatorUnavailableError` and a duplicate :class:`DuplicateUpdateError`.
+:class:`~sedna.core.federated_learning.FederatedLearning` re-joins and pushes again.
 
 Example
 -------
@@ -74,6 +81,7 @@ __all__ = [
     "AggregationClientError",
     "AggregatorUnavailableError",
     "ClientStatus",
+    "DuplicateUpdateError",
     "GlobalWeights",
     "JoinResult",
     "NotJoinedError",
@@ -199,6 +207,12 @@ class WrongRoundError(AggregationClientError):
 class UpdateRejectedError(AggregationClientError):
     """The server refused the update as malformed or duplicate (INVALID_ARGUMENT,
     ALREADY_EXISTS, ...); the message names the layer or the reason."""
+
+
+class DuplicateUpdateError(UpdateRejectedError):
+    """The server already has (or is still receiving) this client's update for the round
+    (ALREADY_EXISTS). After a broken call it may be the earlier attempt's: the client's
+    ``last_round`` in :meth:`AggregationClient.status` tells whether it counted."""
 
 
 # ----------------------------------------------------------------------------------- values
@@ -492,7 +506,9 @@ class AggregationClient:
             refusal = _FAILED_PRECONDITION_ERRORS.get(_reason(exc))
             if refusal is not None:
                 return refusal(message, code, details)
-        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS):
+        if code is grpc.StatusCode.ALREADY_EXISTS:
+            return DuplicateUpdateError(message, code, details)
+        if code is grpc.StatusCode.INVALID_ARGUMENT:
             return UpdateRejectedError(message, code, details)
         return AggregationClientError(message, code, details)
 
@@ -646,11 +662,14 @@ class AggregationClient:
             Not selected for the round: pull the aggregate instead.
         RoundNotOpenError
             The round did not open before the deadline.
+        DuplicateUpdateError
+            The server has (or is receiving) an update of this client for the round.
         UpdateRejectedError
-            Malformed (shape, dtype, NaN/Inf; the message names the layer) or duplicate.
+            Malformed (shape, dtype, NaN/Inf; the message names the layer).
         AggregatorUnavailableError
             No server before the deadline, or the connection broke while sending (not
-            retried: the server may have the update).
+            retried: the server may have the update; re-join and push again, a duplicate
+            answer then says it has).
         TransmitterError
             By reference (S3): the update's object could not be written.
         """
@@ -776,7 +795,9 @@ class AggregationClient:
                 f"pull of round {round_number} from {self.target}: {err}"
             ) from None
 
-    def pull(self, round: int = 0, timeout: float | None = None) -> GlobalWeights:
+    def pull(
+        self, round: int = 0, timeout: float | None = None, *, retry_unavailable: bool = True
+    ) -> GlobalWeights:
         """Wait for the aggregate of ``round`` (0: the latest) and download it.
 
         Parameters
@@ -787,6 +808,11 @@ class AggregationClient:
         timeout
             Seconds to wait for the round, retries included; the client's ``timeout`` by
             default. Waiting for a round means waiting for the other trainers: give it room.
+        retry_unavailable
+            Retry UNAVAILABLE (a restart, a dropped connection) within the deadline (default).
+            False: raise :class:`AggregatorUnavailableError` at once, for a caller that must
+            re-join first: a restarted server forgot this client and the update it pushed,
+            and a pull retried there would wait for a round that cannot close without it.
 
         Returns
         -------
@@ -802,7 +828,7 @@ class AggregationClient:
         SessionNotFoundError
             The server does not hold the session (restarted): join again.
         AggregatorUnavailableError
-            No server before the deadline.
+            No server before the deadline (at once with ``retry_unavailable=False``).
         AggregationClientError
             By reference (S3): the aggregate's object is missing, over ``max_weights_bytes``
             or not a valid safetensors object (the message names the problem).
@@ -857,7 +883,7 @@ class AggregationClient:
             f"pull of round {round}",
             attempt,
             self.timeout if timeout is None else timeout,
-            self._unavailable,
+            self._unavailable if retry_unavailable else (lambda _err: False),
             round_number=int(round),
         )
 

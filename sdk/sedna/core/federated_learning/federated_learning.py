@@ -7,6 +7,17 @@ Weights travel as chunked typed tensors over gRPC
 (:class:`~sedna.service.aggregation_client.AggregationClient`), not as JSON lists over a
 websocket as upstream.
 
+A restart of the aggregator (restored from its checkpoint: the round after the last
+aggregated one, no clients, no updates) is ridden out: a call refused because the server
+does not know the session or this client, or a lost connection (a push cut mid-stream, a
+pull waiting for its round), makes the trainer re-join (waiting up to ``CONNECT_TIMEOUT``
+for the server) and carry on with the same round: it pushes the same update again when the
+session is at that round (a "duplicate" answer, once the server's status shows the update
+counted, is success), pulls when the round is already aggregated, and trains the session's
+round again when a checkpoint older than this trainer's round was restored. A push refused
+because the round is not open yet (the restored session waits for the other trainers to
+re-join) is retried for up to ``ROUND_WAIT_TIMEOUT``.
+
 Environment (set by the controller):
 
 ======================  ==============================================================
@@ -19,9 +30,10 @@ Environment (set by the controller):
                           (``s3://bucket/prefix``, required) through ``S3_ENDPOINT_URL``
                           with ``ACCESS_KEY_ID``/``SECRET_ACCESS_KEY``; only their URIs
                           go through the aggregation calls
-``CONNECT_TIMEOUT``       seconds :meth:`~FederatedLearning.register` / the first join keep
-                          trying to reach the server (default 300)
-``ROUND_WAIT_TIMEOUT``    seconds one pull waits for a round's aggregate (default 3600; ours)
+``CONNECT_TIMEOUT``       seconds :meth:`~FederatedLearning.register`, the first join and
+                          every re-join keep trying to reach the server (default 300)
+``ROUND_WAIT_TIMEOUT``    seconds one pull waits for a round's aggregate, and a push for
+                          its round to open (default 3600; ours)
 ``MODEL_URL``             where the final model is saved, when set
 ``LC_SERVER``             where the per-round reports go
 ======================  ==============================================================
@@ -44,9 +56,15 @@ from sedna.core.base import JobBase, K8sResourceKind, K8sResourceKindStatus, res
 from sedna.service.aggregation_client import (
     DEFAULT_AGG_PORT,
     AggregationClient,
+    AggregationClientError,
+    AggregatorUnavailableError,
+    DuplicateUpdateError,
     GlobalWeights,
     JoinResult,
+    NotJoinedError,
     NotSelectedError,
+    RoundNotOpenError,
+    SessionClosedError,
     SessionFailedError,
     SessionNotFoundError,
     SessionSettings,
@@ -61,6 +79,10 @@ DEFAULT_CALL_TIMEOUT: Final = 60.0
 TRANSMITTERS: Final = {"ws": "grpc", "grpc": "grpc", "s3": "s3"}
 """``TRANSMITTER`` value → the transport used (upstream's ``ws`` is our gRPC streaming)."""
 _TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+_FINAL_STATES: Final = frozenset({"COMPLETED", "FAILED"})
+_INITIAL_BACKOFF: Final = 0.1
+_MAX_BACKOFF: Final = 2.0
+"""Seconds between pushes refused as too early (the round is not open yet)."""
 
 
 def sample_count_of(train_data: Any) -> int:
@@ -333,28 +355,163 @@ class FederatedLearning(JobBase):
             wait,
         )
 
-    def _push(self, round_number: int, sample_count: int, metrics: dict[str, float]) -> int | None:
-        """Push this round's weights; the round whose aggregate to pull next (None: retry the
-        round after re-joining a restarted aggregator)."""
-        weights = [np.asarray(w) for w in self._require_estimator().get_weights()]
+    def _rejoin(self, sample_count: int, why: object) -> JoinResult:
+        """Join again (waiting up to ``CONNECT_TIMEOUT`` for the server): after a restart the
+        server knows neither this client nor the update it pushed before."""
+        self.log.warning("re-joining session %s: %s", self.session_id, why)
+        joined = self._join(sample_count, self.connect_timeout)
+        self.log.info(
+            "re-joined session %s: %s at round %d",
+            self.session_id,
+            joined.state,
+            joined.current_round,
+        )
+        return joined
+
+    def _update_counted(self, round_number: int) -> bool:
+        """Whether the server counted this client's update of ``round_number`` (or closed
+        the round): a duplicate answer may also mean an earlier, broken attempt is still
+        being received and may yet be backed out."""
         try:
-            self.client.push(round_number, weights, sample_count, metrics)
-        except NotSelectedError:
-            self.log.info("not selected for round %d; waiting for its aggregate", round_number)
-        except WrongRoundError as err:
-            if err.current_round <= round_number:
-                raise
-            self.log.warning(
-                "round %d closed without this trainer's update; the session is at round %d",
-                round_number,
-                err.current_round,
-            )
-            return err.current_round - 1
-        except SessionNotFoundError:
-            self.log.warning("the aggregator lost the session (restart?): re-joining")
-            self._join(sample_count, self.connect_timeout)
-            return None
-        return round_number
+            status = self.client.status(timeout=DEFAULT_CALL_TIMEOUT)
+        except AggregationClientError as err:
+            # Unconfirmed: the push is tried again, and its answer says what happened.
+            self.log.info("round %d: could not read the session's status: %s", round_number, err)
+            return False
+        if status.state in _FINAL_STATES or status.current_round > round_number:
+            return True
+        return any(
+            c.client_id == self.client_id and c.last_round >= round_number for c in status.clients
+        )
+
+    def _push(
+        self,
+        round_number: int,
+        weights: list[np.ndarray[Any, Any]],
+        sample_count: int,
+        metrics: dict[str, float],
+        wait: float,
+    ) -> int:
+        """Push this round's update until the server has it, riding out a restart.
+
+        Returns ``round_number`` once the update counted (or the trainer was not selected,
+        or the round closed without it, or the session ended: its aggregate comes next), or
+        the earlier round the session is at (an aggregator restored from an older
+        checkpoint, or without one): that round is to be trained again.
+        """
+        deadline = time.monotonic() + wait
+        backoff = _INITIAL_BACKOFF
+        while True:
+            try:
+                self.client.push(round_number, weights, sample_count, metrics)
+                return round_number
+            except NotSelectedError:
+                self.log.info("not selected for round %d; waiting for its aggregate", round_number)
+                return round_number
+            except SessionClosedError:
+                return round_number  # its last aggregate (exit) or failure comes with the pull
+            except WrongRoundError as err:
+                if err.current_round > round_number:
+                    self.log.warning(
+                        "round %d closed without this trainer's update; the session is at round %d",
+                        round_number,
+                        err.current_round,
+                    )
+                    return round_number
+                if err.current_round < 1:
+                    raise
+                return self._resync(err.current_round)
+            except DuplicateUpdateError as err:
+                if self._update_counted(round_number):
+                    self.log.info("round %d: the server already has this update", round_number)
+                    return round_number
+                # An earlier attempt is still being received: it counts or is backed out.
+                if time.monotonic() + backoff > deadline:
+                    raise
+                self.log.info("round %d: %s; asking again", round_number, err)
+            except RoundNotOpenError as err:
+                # E.g. a restored session waiting for the other trainers to re-join: they
+                # are, so this waits for the round (ROUND_WAIT_TIMEOUT), not one call's time.
+                if time.monotonic() + backoff > deadline:
+                    raise
+                self.log.info("round %d: %s; waiting", round_number, err)
+            except (NotJoinedError, SessionNotFoundError, AggregatorUnavailableError) as err:
+                joined = self._rejoin(sample_count, err)
+                if joined.state in _FINAL_STATES or joined.current_round > round_number:
+                    return round_number
+                if joined.current_round < round_number:
+                    return self._resync(joined.current_round)
+                continue  # the same round again: a duplicate answer says it counted
+            time.sleep(backoff)
+            backoff = min(2 * backoff, _MAX_BACKOFF)
+
+    def _resync(self, current_round: int) -> int:
+        self.log.warning(
+            "the session is back at round %d (an aggregator restored from an older "
+            "checkpoint, or from none): training it again",
+            current_round,
+        )
+        return max(current_round, 1)
+
+    def _pull(
+        self,
+        round_number: int,
+        wait: float,
+        sample_count: int,
+        update: tuple[list[np.ndarray[Any, Any]], dict[str, float]] | None,
+    ) -> GlobalWeights | int:
+        """The aggregate of ``round_number`` (or a later one), riding out a restart.
+
+        A lost connection or a server that forgot the session or this client means a
+        restart: re-join, and push ``update`` (this round's weights and metrics) again when
+        the session is back at this round (a restored server lost it; a duplicate answer
+        says it did not). Returns an earlier round to train again, as :meth:`_push`.
+        """
+        while True:
+            try:
+                return self.client.pull(round_number, wait, retry_unavailable=False)
+            except (NotJoinedError, SessionNotFoundError, AggregatorUnavailableError) as err:
+                joined = self._rejoin(sample_count, err)
+            if joined.state in _FINAL_STATES:
+                continue  # its last aggregate (exit) or its failure
+            if update is None:
+                # Waiting for a round this trainer has no update of: if the session is not
+                # past it (an older checkpoint), the round is to be trained, not waited for.
+                if round_number <= 0 or joined.current_round <= round_number:
+                    return self._resync(joined.current_round)
+                continue
+            if joined.current_round > round_number:
+                continue
+            weights, metrics = update
+            pushed = self._push(round_number, weights, sample_count, metrics, wait)
+            if pushed != round_number:
+                return pushed
+
+    def _resume(
+        self, joined: JoinResult, sample_count: int, wait: float
+    ) -> tuple[GlobalWeights | None, int]:
+        """The latest aggregate (None before round 1's) and the round to train first."""
+        if joined.state == "COMPLETED":
+            last = self._pull(0, wait, sample_count, None)
+            if isinstance(last, GlobalWeights):
+                self._set_global(last)
+                return last, last.round + 1
+            return self._catch_up(last, sample_count, wait)
+        # Resuming (restart of this trainer or of the aggregator): start from the latest.
+        return self._catch_up(max(joined.current_round, 1), sample_count, wait)
+
+    def _catch_up(
+        self, round_number: int, sample_count: int, wait: float
+    ) -> tuple[GlobalWeights | None, int]:
+        """Set the aggregate of the round before ``round_number`` (the session's round) as
+        the global weights; that aggregate (None for round 1) and the round to train."""
+        while round_number > 1:
+            got = self._pull(round_number - 1, wait, sample_count, None)
+            if isinstance(got, GlobalWeights):
+                self._set_global(got)
+                return got, got.round + 1
+            round_number = got  # the session went back further still
+        return None, 1
 
     def _report(self, round_number: int, sample_count: int, status: str, results: Any) -> None:
         self.report_task_info(
@@ -405,12 +562,14 @@ class FederatedLearning(JobBase):
         Raises
         ------
         AggregatorUnavailableError
-            No server within ``CONNECT_TIMEOUT`` (or it vanished for longer than a call's
-            deadline).
+            No server within ``CONNECT_TIMEOUT`` (at the start, or when re-joining after a
+            lost connection).
         SessionFailedError
             The session failed (reported to the LC as ``failed`` first).
         PullTimeoutError
             A round was not aggregated within ``round_wait_timeout``.
+        RoundNotOpenError
+            A round did not open within ``round_wait_timeout``.
         """
         callback = resolve_post_process(post_process)
         sample_count, exit_round, mu_override, wait = self._options(train_data, kwargs)
@@ -422,13 +581,7 @@ class FederatedLearning(JobBase):
         )
         if not math.isfinite(self.proximal_mu) or self.proximal_mu < 0:
             raise ValueError(f"proximal_mu must be a finite number >= 0, not {self.proximal_mu}")
-        round_number = max(joined.current_round, 1)
-        result: GlobalWeights | None = None
-        if joined.state == "COMPLETED" or round_number > 1:
-            # Resuming (restart of this trainer or of the aggregator): start from the latest.
-            result = self.client.pull(0 if joined.state == "COMPLETED" else round_number - 1, wait)
-            self._set_global(result)
-            round_number = result.round + 1
+        result, round_number = self._resume(joined, sample_count, wait)
         res: Any = None
         try:
             while result is None or not result.exit:
@@ -436,11 +589,18 @@ class FederatedLearning(JobBase):
                     break
                 self.current_round = round_number
                 res = self._train_locally(train_data, valid_data, kwargs)
-                pulled = self._push(round_number, sample_count, _metrics(res))
-                if pulled is None:
+                metrics = _metrics(res)
+                # Kept as pushed: after a restart the same update is pushed again.
+                weights = [np.asarray(w) for w in self._require_estimator().get_weights()]
+                pushed = self._push(round_number, weights, sample_count, metrics, wait)
+                if pushed != round_number:
+                    result, round_number = self._catch_up(pushed, sample_count, wait)
                     continue
-                round_number = pulled
-                result = self.client.pull(round_number, wait)
+                pulled = self._pull(round_number, wait, sample_count, (weights, metrics))
+                if not isinstance(pulled, GlobalWeights):
+                    result, round_number = self._catch_up(pulled, sample_count, wait)
+                    continue
+                result = pulled
                 self._set_global(result)
                 done = result.exit or (exit_round is not None and result.round >= exit_round)
                 self._report(
