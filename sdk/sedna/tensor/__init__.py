@@ -31,11 +31,13 @@ from sedna.tensor.streaming import (
     DEFAULT_MAX_TENSORS,
     DEFAULT_MAX_TOTAL_BYTES,
     MAX_CHUNK_SIZE,
+    FramePlan,
     TensorAssembler,
     aiter_frames,
     assemble,
     assemble_sync,
     iter_frames,
+    plan_frames,
 )
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "DEFAULT_MAX_TENSORS",
     "DEFAULT_MAX_TOTAL_BYTES",
     "MAX_CHUNK_SIZE",
+    "FramePlan",
     "NamedArrays",
     "TensorAssembler",
     "TensorError",
@@ -56,6 +59,7 @@ __all__ = [
     "from_proto_set",
     "itemsize",
     "iter_frames",
+    "plan_frames",
     "supported_data_types",
     "to_numpy_dtype",
     "to_proto",

@@ -989,3 +989,41 @@ def test_float32_overflow_is_an_error() -> None:
     agg.begin_round(None)
     agg.add("a", [np.full(2, 3e38, np.float32)], 10)
     np.testing.assert_allclose(agg.finish()[0], [3e38, 3e38], rtol=1e-6)
+
+
+def test_undo_files_are_reused_and_an_abort_reads_back_its_own_layers() -> None:
+    from sedna.algorithms.aggregation import aggregation as module
+
+    agg = FedAvg(accumulate_dtype="float64")
+    agg.begin_round([np.zeros(6, np.float32), np.zeros(2, np.float32)])
+    # A long update fills an undo file, commits, and leaves the file to the pool...
+    agg.begin_update("a", 1)
+    agg.add_layer("a", 0, np.full(6, 100.0, np.float32))
+    agg.add_layer("a", 1, np.full(2, 200.0, np.float32))
+    log = agg._updates["a"].undo
+    assert log is not None
+    file = log._file
+    agg.commit_update("a")
+    log.close()  # closing twice must not put the file in the pool twice
+    # ...the next update writes over its first bytes, and an abort subtracts only those.
+    agg.begin_update("b", 1)
+    agg.add_layer("b", 1, np.full(2, 7.0, np.float32))
+    reused = agg._updates["b"].undo
+    assert reused is not None
+    assert reused._file is file
+    assert agg.abort_update("b")
+    agg.begin_update("c", 1)
+    agg.add_layer("c", 0, np.ones(6, np.float32))
+    other = agg._updates["c"].undo
+    assert other is not None
+    assert other._file is file  # back in the pool once, not twice
+    agg.begin_update("d", 1)
+    agg.add_layer("d", 0, np.ones(6, np.float32))
+    fresh = agg._updates["d"].undo
+    assert fresh is not None
+    assert fresh._file is not file
+    agg.abort_update("c")
+    agg.abort_update("d")
+    np.testing.assert_array_equal(agg.finish()[1], np.full(2, 200.0, np.float32))
+    with pytest.raises(module.AggregationError, match="after it was closed"):
+        log.write(0, np.ones(1, np.float32))

@@ -13,7 +13,7 @@ from sedna_aggregator.metrics import AggregatorMetrics
 from sedna_aggregator.servicer import SERVICE_NAME, AggregationServicer
 from sedna_aggregator.settings import AggregatorSettings
 
-__all__ = ["make_objects", "make_store", "setup"]
+__all__ = ["make_objects", "make_store", "server_options", "setup"]
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +53,24 @@ def make_objects(settings: AggregatorSettings) -> WeightsObjects | None:
     return objects
 
 
+def server_options(server: ServiceServer, settings: AggregatorSettings) -> None:
+    """Add the aggregator's gRPC server options to ``server`` (before it starts).
+
+    ``grpc.http2.bdp_probe`` follows ``settings.http2_bdp_probe`` (see its description: the
+    receive windows BDP probing grows are most of the peak RSS above the traced bound).
+    """
+    if server.started:
+        raise RuntimeError("server options must be set before the server starts")
+    # ServiceServer takes extra options only in its constructor, which service_main calls;
+    # they are read at start, so appending here (setup runs before start) takes effect.
+    # TODO(lead): replace with a public ServiceServer.add_options() when sedna.runtime has one.
+    extra = server._extra_options
+    server._extra_options = (
+        *extra,
+        ("grpc.http2.bdp_probe", int(settings.http2_bdp_probe)),
+    )
+
+
 def setup(
     server: ServiceServer,
     settings: AggregatorSettings,
@@ -73,6 +91,7 @@ def setup(
     AggregationServicer
         The registered servicer.
     """
+    server_options(server, settings)
     tune_malloc()  # large tensors from the heap, not one mmap per copy (sedna.runtime.memory)
     metrics = AggregatorMetrics(server.registry)
     store = make_store(settings)

@@ -27,7 +27,7 @@ from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
 from sedna.api.common.v1.tensor_pb2 import TensorManifest
 from sedna.service.aggregation_client import CURRENT_ROUND_METADATA_KEY as _CURRENT_ROUND_KEY
 from sedna.service.aggregation_client import REASON_METADATA_KEY as _REASON_KEY
-from sedna.tensor import TensorStreamError, aiter_frames
+from sedna.tensor import FramePlan, TensorStreamError, plan_frames
 from sedna_aggregator import convert
 from sedna_aggregator.core import (
     Clock,
@@ -208,6 +208,11 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         # Per session: the round whose aggregate was (or is being) written to object storage,
         # and the write's future, so concurrent by-reference pulls write it once.
         self._references: dict[str, tuple[int, asyncio.Future[str]]] = {}
+        # Per session: the round whose aggregate's stream plan (manifest with CRC-32s) was
+        # built, shared by all its pulls: checksumming 100 MB per pull cost a fifth of the
+        # server's CPU. Only the latest round is kept, and the plan's views are of the
+        # round's weights, which the session holds anyway.
+        self._plans: dict[str, tuple[int, asyncio.Future[FramePlan]]] = {}
 
     # ------------------------------------------------------------------ sessions
 
@@ -616,13 +621,46 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
             yield convert.result_header(result, weights_uri=uri)
             return
         yield convert.result_header(result)
-        # The frames are slices of the one copy of the global weights (no copy per pull).
-        layers = [(convert.layer_name(i), layer) for i, layer in enumerate(result.weights or ())]
-        async for frame in aiter_frames(layers, chunk_size=self._send_chunk_bytes):
+        plan = await self._plan(session.session_id, result)
+        message = pb.PullGlobalWeightsResponse()
+        message.frame.manifest.CopyFrom(plan.manifest)
+        yield message
+        # The chunks are slices of the one copy of the global weights, copied only into each
+        # message (protobuf takes nothing but bytes), filled in place rather than copied from a
+        # TensorFrame (one copy fewer).
+        for index, offset, data in plan.chunks():
             message = pb.PullGlobalWeightsResponse()
-            message.frame.CopyFrom(frame)
+            chunk = message.frame.chunk
+            chunk.tensor_index = index
+            chunk.offset = offset
+            chunk.data = data.tobytes()
+            del data
             yield message
         session.metrics.weights_sent(session.session_id, result.nbytes)
+
+    async def _plan(self, session_id: str, result: RoundResult) -> FramePlan:
+        """The stream plan of ``result``'s weights, built once per round (in a thread)."""
+        while True:
+            cached = self._plans.get(session_id)
+            if cached is None or cached[0] != result.round:
+                break
+            await asyncio.wait([cached[1]])  # raises only if this call is cancelled
+            if not cached[1].cancelled():
+                return cached[1].result()
+            if self._plans.get(session_id) is cached:
+                del self._plans[session_id]
+        future: asyncio.Future[FramePlan] = asyncio.get_running_loop().create_future()
+        self._plans[session_id] = (result.round, future)
+        layers = [(convert.layer_name(i), layer) for i, layer in enumerate(result.weights or ())]
+        try:
+            plan = await asyncio.to_thread(plan_frames, layers, chunk_size=self._send_chunk_bytes)
+        except BaseException:
+            if self._plans.get(session_id) == (result.round, future):
+                del self._plans[session_id]
+            future.cancel()  # a waiting pull builds it instead
+            raise
+        future.set_result(plan)
+        return plan
 
     async def GetSessionStatus(  # noqa: N802
         self, request: pb.GetSessionStatusRequest, context: Context

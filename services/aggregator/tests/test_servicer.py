@@ -376,3 +376,46 @@ async def test_join_with_a_config_creates_the_session_and_a_conflict_names_the_f
             )
         assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
         assert "exit_round" in (caught.value.details() or "")
+
+
+async def test_concurrent_pulls_of_a_round_share_one_checksummed_plan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sedna_aggregator import servicer as servicer_module
+
+    built: list[int] = []
+    real = servicer_module.plan_frames
+
+    def counting(tensors: Any, *, chunk_size: int) -> Any:
+        plan = real(tensors, chunk_size=chunk_size)
+        built.append(int(plan.manifest.total_bytes))
+        return plan
+
+    monkeypatch.setattr(servicer_module, "plan_frames", counting)
+    async with serve(exit_round=2, min_participants=2, send_chunk_bytes=CHUNK) as h:
+        for cid in ("a", "b"):
+            await join(h, cid, 10)
+        for round_number in (1, 2):
+            updates = [(weights(round_number * 10 + k), 10) for k in range(2)]
+            pulls = [asyncio.ensure_future(pull(h, round_number)) for _ in range(4)]
+            await asyncio.gather(
+                *(
+                    push(h, cid, round_number, w, n)
+                    for cid, (w, n) in zip("ab", updates, strict=True)
+                )
+            )
+            for header, got in await asyncio.gather(*pulls):
+                assert header.round == round_number
+                assert_close(got, fedavg(updates))
+            assert len(built) == round_number  # once per round, whatever the pulls
+        assert built == [4920, 4920]
+
+
+@pytest.mark.parametrize(("probe", "expected"), [(None, 0), (True, 1)])
+def test_bdp_probing_is_off_unless_turned_on(probe: bool | None, expected: int) -> None:
+    fields: dict[str, Any] = {} if probe is None else {"http2_bdp_probe": probe}
+    settings = AggregatorSettings(host="127.0.0.1", port=0, metrics_port=None, **fields)
+    server = ServiceServer(settings)
+    app.setup(server, settings)
+    options = dict(server._server_options())
+    assert options["grpc.http2.bdp_probe"] == expected
