@@ -507,7 +507,12 @@ def test_notes_tell_how_to_check_the_install() -> None:
         "docs/kubernetes.md",
     ):
         assert command in notes
-    warned = render_chart(CHART, {"gm": {"replicas": 2}})[f"{RELEASE}/templates/NOTES.txt"]
+    elected = render_chart(CHART, {"gm": {"replicas": 2}})[f"{RELEASE}/templates/NOTES.txt"]
+    assert "Leader election is on" in elected
+    assert "no leader election" not in elected
+    warned = render_chart(CHART, {"gm": {"replicas": 2, "leaderElection": {"enabled": False}}})[
+        f"{RELEASE}/templates/NOTES.txt"
+    ]
     assert "no leader election" in warned
 
 

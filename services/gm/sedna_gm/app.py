@@ -7,6 +7,9 @@ is what ``sedna-gm`` runs on its :class:`~sedna.runtime.ServiceServer`.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -40,6 +43,7 @@ from sedna_gm.hub import (
     SqlHubStateStore,
 )
 from sedna_gm.hub.core import NodeStream
+from sedna_gm.leader import ElectionConfig, LeaderElector, Leadership
 from sedna_gm.node_tokens import NodeTokenFileError, read_node_tokens
 from sedna_gm.settings import GMSettings, RuntimeKind
 from sedna_gm.store.errors import NotFoundError, StoreError
@@ -153,6 +157,8 @@ class GlobalManager:
         self.secrets: SecretSource = DirectorySecretSource(settings.secrets_dir)
         self._local: LocalWorkloadRuntime | None = None
         self._kube_client: Any = None
+        # Set by setup() with leader election: the parts above start once elected.
+        self.leadership: Leadership | None = None
         reports = _Reports(self.router)
         self.hub = NodeHub(
             reports,
@@ -276,8 +282,18 @@ class GlobalManager:
         )
 
 
-async def setup(server: ServiceServer, settings: GMSettings) -> GlobalManager:
+async def setup(
+    server: ServiceServer,
+    settings: GMSettings,
+    *,
+    on_lost_leadership: Callable[[], None] | None = None,
+) -> GlobalManager:
     """Build, start and register the GM on ``server`` (before it starts serving).
+
+    With ``settings.leader_election`` the store, controllers and hub start only once this
+    replica holds the Lease; until then the server's health is NOT_SERVING (the readiness
+    probe keeps Service traffic away), and losing the Lease calls ``on_lost_leadership``
+    (default: exit with status 1, so that Kubernetes restarts the pod as a standby).
 
     Raises
     ------
@@ -288,16 +304,96 @@ async def setup(server: ServiceServer, settings: GMSettings) -> GlobalManager:
         gm = GlobalManager(settings, server.registry)
     except (NodeTokenFileError, ValueError, StoreError) as exc:
         raise ServerStartError(str(exc)) from exc
-    await gm.start()
+    if settings.leader_election:
+        await _elect_then_start(
+            server, settings, gm, on_lost_leadership or _exit_on_lost_leadership
+        )
+    else:
+        await gm.start()
+        server.on_shutdown(gm.stop)
     # Node streams last forever: end them when the drain starts (nodes reconnect and resume).
     server.on_drain(gm.hub.close)
-    server.on_shutdown(gm.stop)
     gm.register(server)
     _log.info(
         "GlobalManager ready",
-        extra={"store": _redacted(settings.store_url), "runtime": settings.runtime.value},
+        extra={
+            "store": _redacted(settings.store_url),
+            "runtime": settings.runtime.value,
+            "leader_election": settings.leader_election,
+        },
     )
     return gm
+
+
+async def _elect_then_start(
+    server: ServiceServer,
+    settings: GMSettings,
+    gm: GlobalManager,
+    on_lost: Callable[[], None],
+) -> None:
+    """Start ``gm`` only once this replica holds the Lease; NOT_SERVING until then."""
+    from sedna_gm.leader.kubernetes import KubernetesLeasePort  # noqa: PLC0415
+    from sedna_gm.store.kubernetes import kubernetes_client_from_config  # noqa: PLC0415
+
+    kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+    try:
+        client: Any = kubernetes_client_from_config(kubeconfig, None, settings.in_cluster)
+    except StoreError as exc:
+        raise ServerStartError(f"leader election: {exc}") from exc
+    namespace = (
+        settings.leader_election_namespace
+        or settings.namespace
+        or os.environ.get("POD_NAMESPACE", "")
+        or "default"
+    )
+    identity = (
+        settings.leader_election_identity
+        or os.environ.get("POD_NAME", "")
+        or f"{socket.gethostname()}_{uuid.uuid4()}"
+    )
+    try:
+        config = ElectionConfig(
+            identity=identity,
+            lease_duration=settings.leader_election_lease_seconds,
+            renew_deadline=settings.leader_election_renew_deadline_seconds,
+            retry_period=settings.leader_election_retry_seconds,
+        )
+    except ValueError as exc:
+        client.close()
+        raise ServerStartError(str(exc)) from exc
+    elector = LeaderElector(
+        KubernetesLeasePort(client, namespace, settings.leader_election_lease_name), config
+    )
+
+    async def elected() -> None:
+        await gm.start()
+        await server.set_serving("", True)
+
+    gm.leadership = Leadership(elector, elected, on_lost)
+
+    async def stop() -> None:
+        assert gm.leadership is not None
+        await gm.leadership.stop(cleanup=gm.stop)
+        client.close()
+
+    # A standby is NOT_SERVING from its first health answer: no Service routes to it.
+    await server.set_serving("", False)
+    server.on_startup(gm.leadership.start)
+    server.on_shutdown(stop)
+    _log.info(
+        "leader election on",
+        extra={
+            "identity": identity,
+            "lease": f"{namespace}/{settings.leader_election_lease_name}",
+        },
+    )
+
+
+def _exit_on_lost_leadership() -> None:
+    """Exit at once with status 1: a replica that lost the Lease must stop reconciling now."""
+    _log.critical("leader election lost; exiting so that the pod restarts as a standby")
+    logging.shutdown()
+    os._exit(1)
 
 
 def _redacted(url: str) -> str:

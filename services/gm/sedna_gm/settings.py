@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from sedna.runtime import ServiceSettings
@@ -101,3 +102,55 @@ class GMSettings(ServiceSettings):
         "reports: the kubernetes runtime's Deployments (the GM does not watch them), and "
         "workers waiting for a node or a Secret.",
     )
+    leader_election: bool = Field(
+        default=False,
+        description="Run only while holding a coordination.k8s.io Lease (several replicas: one "
+        "leads, the others wait NOT_SERVING). Uses --kubeconfig/--in-cluster for the API.",
+    )
+    leader_election_namespace: str = Field(
+        default="",
+        description="Namespace of the Lease; empty: --namespace, else $POD_NAMESPACE, else "
+        "default.",
+    )
+    leader_election_lease_name: str = Field(
+        default="sedna-gm", min_length=1, description="Name of the Lease."
+    )
+    leader_election_identity: str = Field(
+        default="",
+        description="This replica's identity in the Lease; empty: $POD_NAME, else the host "
+        "name and a random suffix.",
+    )
+    leader_election_lease_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a standby waits for the leader's renewal before taking over.",
+    )
+    leader_election_renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds the leader retries a failed renewal before it exits.",
+    )
+    leader_election_retry_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds between attempts to acquire or renew the Lease.",
+    )
+
+    @model_validator(mode="after")
+    def _check_leader_election_durations(self) -> Self:
+        if not self.leader_election_renew_deadline_seconds > self.leader_election_retry_seconds:
+            raise ValueError(
+                "leader_election_renew_deadline_seconds="
+                f"{self.leader_election_renew_deadline_seconds} must be greater than "
+                f"leader_election_retry_seconds={self.leader_election_retry_seconds}"
+            )
+        if not self.leader_election_lease_seconds > self.leader_election_renew_deadline_seconds:
+            raise ValueError(
+                f"leader_election_lease_seconds={self.leader_election_lease_seconds} must be "
+                "greater than leader_election_renew_deadline_seconds="
+                f"{self.leader_election_renew_deadline_seconds}"
+            )
+        return self
