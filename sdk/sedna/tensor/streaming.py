@@ -46,9 +46,11 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "FramePlan",
     "TensorAssembler",
+    "TensorLayout",
     "aiter_frames",
     "assemble",
     "assemble_sync",
+    "check_manifest",
     "iter_frames",
     "plan_frames",
 ]
@@ -241,6 +243,75 @@ def _emit(
 # Receiving
 
 
+@dataclass(frozen=True, slots=True)
+class TensorLayout:
+    """One tensor of a checked manifest: what a receiver needs to take its bytes."""
+
+    name: str
+    what: str
+    """The tensor as error messages name it (name and index)."""
+    data_type: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    byte_length: int
+    crc32: int
+
+
+def check_manifest(
+    manifest: TensorManifest, *, max_tensors: int, max_total_bytes: int
+) -> tuple[list[TensorLayout], int]:
+    """Check a stream's manifest against the wire rules and the limits, before any allocation.
+
+    Returns
+    -------
+    tuple[list[TensorLayout], int]
+        The tensors' layouts in manifest order and their total byte length.
+
+    Raises
+    ------
+    TensorStreamError
+        Naming the tensor and the field at fault.
+    """
+    count = len(manifest.tensors)
+    if count > max_tensors:
+        raise TensorStreamError(
+            f"manifest lists {count} tensors, more than max_tensors={max_tensors}"
+        )
+    layouts: list[TensorLayout] = []
+    total = 0
+    for index, spec in enumerate(manifest.tensors):
+        what = describe(spec.name, index)
+        shape = tuple(int(d) for d in spec.shape)
+        try:
+            expected = checked_nbytes(spec.dtype, shape, what)
+            dtype = wire_dtype(spec.dtype, what)
+        except TensorError as exc:
+            raise TensorStreamError(f"manifest: {exc}") from None
+        if spec.byte_length != expected:
+            raise TensorStreamError(
+                f"manifest: {what}: byte_length is {spec.byte_length}, but "
+                f"{describe_layout(spec.dtype, shape)} needs {expected} bytes"
+            )
+        total += expected
+        # Checked as the sum grows so that the limit, not the claimed total_bytes, decides.
+        if total > max_total_bytes:
+            raise TensorStreamError(
+                f"manifest: tensors add up to more than max_total_bytes="
+                f"{max_total_bytes} (reached {total} bytes at {what})"
+            )
+        layouts.append(
+            TensorLayout(spec.name, what, spec.dtype, shape, dtype, expected, spec.crc32)
+        )
+    if manifest.total_bytes != total:
+        raise TensorStreamError(
+            f"manifest: total_bytes is {manifest.total_bytes}, but the tensors' byte_length "
+            f"add up to {total}"
+        )
+    if total and manifest.chunk_size == 0:
+        raise TensorStreamError("manifest: chunk_size is 0 but there are bytes to send")
+    return layouts, total
+
+
 @dataclass(slots=True)
 class _Slot:
     """One tensor of the manifest and the buffer its bytes are written into."""
@@ -376,44 +447,13 @@ class TensorAssembler:
     def _on_manifest(self, manifest: TensorManifest) -> None:
         if self._manifest is not None:
             raise TensorStreamError("second manifest: a stream carries exactly one, first")
-        count = len(manifest.tensors)
-        if count > self._max_tensors:
-            raise TensorStreamError(
-                f"manifest lists {count} tensors, more than max_tensors={self._max_tensors}"
-            )
-        layouts: list[tuple[str, tuple[int, ...], np.dtype[Any]]] = []
-        total = 0
-        for index, spec in enumerate(manifest.tensors):
-            what = describe(spec.name, index)
-            shape = tuple(spec.shape)
-            try:
-                expected = checked_nbytes(spec.dtype, shape, what)
-                dtype = wire_dtype(spec.dtype, what)
-            except TensorError as exc:
-                raise TensorStreamError(f"manifest: {exc}") from None
-            if spec.byte_length != expected:
-                raise TensorStreamError(
-                    f"manifest: {what}: byte_length is {spec.byte_length}, but "
-                    f"{describe_layout(spec.dtype, shape)} needs {expected} bytes"
-                )
-            total += expected
-            # Checked as the sum grows so that the limit, not the claimed total_bytes, decides.
-            if total > self._max_total_bytes:
-                raise TensorStreamError(
-                    f"manifest: tensors add up to more than max_total_bytes="
-                    f"{self._max_total_bytes} (reached {total} bytes at {what})"
-                )
-            layouts.append((what, shape, dtype))
-        if manifest.total_bytes != total:
-            raise TensorStreamError(
-                f"manifest: total_bytes is {manifest.total_bytes}, but the tensors' byte_length "
-                f"add up to {total}"
-            )
-        if total and manifest.chunk_size == 0:
-            raise TensorStreamError("manifest: chunk_size is 0 but there are bytes to send")
+        layouts, total = check_manifest(
+            manifest, max_tensors=self._max_tensors, max_total_bytes=self._max_total_bytes
+        )
         # Allocate only once the whole manifest checked out and fits the limits.
         slots: list[_Slot] = []
-        for spec, (what, shape, dtype) in zip(manifest.tensors, layouts, strict=True):
+        for layout in layouts:
+            what, shape, dtype = layout.what, layout.shape, layout.dtype
             try:
                 array = np.empty(shape, dtype=dtype)
             except (ValueError, MemoryError) as exc:
@@ -422,12 +462,12 @@ class TensorAssembler:
                 ) from None
             slots.append(
                 _Slot(
-                    name=spec.name,
+                    name=layout.name,
                     what=what,
-                    data_type=spec.dtype,
+                    data_type=layout.data_type,
                     shape=shape,
-                    byte_length=spec.byte_length,
-                    crc32=spec.crc32,
+                    byte_length=layout.byte_length,
+                    crc32=layout.crc32,
                     array=array,
                     buffer=array.reshape(-1).view(np.uint8).data,
                 )

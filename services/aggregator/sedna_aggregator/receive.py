@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from sedna.api.common.v1.tensor_pb2 import TensorChunk, TensorFrame, TensorManifest
-from sedna.tensor import TensorError, TensorStreamError
-from sedna.tensor._wire import checked_nbytes, describe, describe_layout, wire_dtype
+from sedna.tensor import TensorStreamError
+from sedna.tensor._wire import describe
+from sedna.tensor.streaming import check_manifest
 
 __all__ = ["LayerReceiver", "ReceivedLayer"]
 
@@ -130,40 +131,10 @@ class LayerReceiver:
     def _on_manifest(self, manifest: TensorManifest) -> None:
         if self._manifest is not None:
             raise TensorStreamError("second manifest: a stream carries exactly one, first")
-        count = len(manifest.tensors)
-        if count > self._max_tensors:
-            raise TensorStreamError(
-                f"manifest lists {count} tensors, more than max_tensors={self._max_tensors}"
-            )
-        layouts: list[tuple[str, tuple[int, ...], np.dtype[Any], int, int]] = []
-        total = 0
-        for index, spec in enumerate(manifest.tensors):
-            what = describe(spec.name, index)
-            shape = tuple(int(d) for d in spec.shape)
-            try:
-                expected = checked_nbytes(spec.dtype, shape, what)
-                dtype = wire_dtype(spec.dtype, what)
-            except TensorError as exc:
-                raise TensorStreamError(f"manifest: {exc}") from None
-            if spec.byte_length != expected:
-                raise TensorStreamError(
-                    f"manifest: {what}: byte_length is {spec.byte_length}, but "
-                    f"{describe_layout(spec.dtype, shape)} needs {expected} bytes"
-                )
-            total += expected
-            if total > self._max_total_bytes:
-                raise TensorStreamError(
-                    f"manifest: tensors add up to more than max_total_bytes="
-                    f"{self._max_total_bytes} (reached {total} bytes at {what})"
-                )
-            layouts.append((spec.name, shape, dtype, expected, spec.crc32))
-        if manifest.total_bytes != total:
-            raise TensorStreamError(
-                f"manifest: total_bytes is {manifest.total_bytes}, but the tensors' byte_length "
-                f"add up to {total}"
-            )
-        if total and manifest.chunk_size == 0:
-            raise TensorStreamError("manifest: chunk_size is 0 but there are bytes to send")
+        checked, total = check_manifest(
+            manifest, max_tensors=self._max_tensors, max_total_bytes=self._max_total_bytes
+        )
+        layouts = [(t.name, t.shape, t.dtype, t.byte_length, t.crc32) for t in checked]
         self._manifest = manifest
         self._layouts = layouts
         self._chunk_size = manifest.chunk_size
