@@ -339,6 +339,24 @@ class _Run:
             return None  # the aggregator is starting, or no trainer joined yet
         return reply
 
+    def announce_rounds(
+        self,
+        progress: Progress,
+        seen: int,
+        done: int,
+        metrics: dict[str, float],
+        began: float,
+    ) -> None:
+        """Print that rounds ``seen + 1`` .. ``done`` were aggregated."""
+        self.round_metrics[done] = metrics
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()))
+        label = f"round {done}" if done == seen + 1 else f"rounds {seen + 1}-{done}"
+        say(
+            progress,
+            f"[green]✓[/green] {label} aggregated at {time.monotonic() - began:.1f}s"
+            + (f" (trainers' {shown})" if shown else ""),
+        )
+
     def follow_rounds(self, progress: Progress) -> None:
         """Follow the rounds until the job succeeded (raises on failures and the deadline)."""
         rounds = int(self.example["rounds"])
@@ -356,15 +374,7 @@ class _Run:
                     done = reply.current_round if state == "COMPLETED" else reply.current_round - 1
                     if done > seen:
                         metrics = {k: float(v) for k, v in reply.metrics.items()}
-                        self.round_metrics[done] = metrics
-                        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()))
-                        label = f"round {done}" if done == seen + 1 else f"rounds {seen + 1}-{done}"
-                        say(
-                            progress,
-                            f"[green]✓[/green] {label} aggregated at "
-                            f"{time.monotonic() - began:.1f}s"
-                            + (f" (trainers' {shown})" if shown else ""),
-                        )
+                        self.announce_rounds(progress, seen, done, metrics, began)
                         seen = done
                     description = (
                         f"Federated rounds ({state.lower().replace('_', ' ')}, "
@@ -383,6 +393,17 @@ class _Run:
                         f"{KIND} {self.job} failed: {failed.get('message', '')}", bad
                     )
                 if phase == "Succeeded":
+                    # The last round can complete (and the aggregator exit) between two polls:
+                    # ask once more, then take the round the trainers reported to the job.
+                    reply = self.session_status(stub)
+                    final = int((status.get("status") or {}).get("currentRound") or 0)
+                    if reply is not None and reply.state == apb.SESSION_STATE_COMPLETED:
+                        final = max(final, reply.current_round)
+                    final = min(final, rounds)
+                    if final > seen:
+                        metrics = {k: float(v) for k, v in reply.metrics.items()} if reply else {}
+                        self.announce_rounds(progress, seen, final, metrics, began)
+                        seen = final
                     break
                 if self.deadline.remaining() <= 0:
                     raise self.cluster.fail_with_logs(

@@ -120,7 +120,13 @@ async def wait_ready(repository: ModelRepository) -> None:
 
 
 @pytest.fixture
-async def served(model_path: Path) -> AsyncIterator[Served]:
+def max_queue_delay_ms() -> int:
+    """The batcher's wait for more requests; batching tests override it with a wide margin."""
+    return 5
+
+
+@pytest.fixture
+async def served(model_path: Path, max_queue_delay_ms: int) -> AsyncIterator[Served]:
     settings = InferenceSettings(
         host="127.0.0.1",
         port=0,
@@ -128,7 +134,7 @@ async def served(model_path: Path) -> AsyncIterator[Served]:
         model_name="linear",
         model_path=model_path,
         max_batch_size=8,
-        max_queue_delay_ms=5,
+        max_queue_delay_ms=max_queue_delay_ms,
     )
     running = await start_served(settings)
     await wait_ready(running.repository)

@@ -177,6 +177,13 @@ async def test_infer_matches_the_model_called_directly(served: Served, artifact:
     assert_same(outputs_of(response), artifact.reference(inputs))
 
 
+@pytest.fixture
+def max_queue_delay_ms() -> int:
+    """Long enough that concurrent requests meet in the queue even on a loaded machine (at
+    5 ms, a fast CI machine served all 24 one by one)."""
+    return 250
+
+
 async def test_concurrent_requests_are_batched(served: Served, artifact: Artifact) -> None:
     batches = [sample(artifact, rows=1 + i % 3, seed=i) for i in range(16)]
     responses = await asyncio.gather(*(served.stub.ModelInfer(request_of(b)) for b in batches))
