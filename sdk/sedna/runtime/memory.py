@@ -48,10 +48,10 @@ _lock = threading.Lock()
 _applied: int | None = None
 
 
-def _threshold(environ: Mapping[str, str]) -> int:
+def _threshold(environ: Mapping[str, str], default: int = DEFAULT_MMAP_THRESHOLD) -> int:
     text = environ.get(MMAP_THRESHOLD_ENV, "").strip()
     if not text:
-        return DEFAULT_MMAP_THRESHOLD
+        return default
     try:
         value = int(text)
     except ValueError:
@@ -59,9 +59,9 @@ def _threshold(environ: Mapping[str, str]) -> int:
             "%s=%r is not a number of bytes; using %d",
             MMAP_THRESHOLD_ENV,
             text,
-            DEFAULT_MMAP_THRESHOLD,
+            default,
         )
-        return DEFAULT_MMAP_THRESHOLD
+        return default
     return max(0, value)
 
 
@@ -77,7 +77,9 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def tune_malloc(environ: Mapping[str, str] | None = None) -> int:
+def tune_malloc(
+    environ: Mapping[str, str] | None = None, *, default: int = DEFAULT_MMAP_THRESHOLD
+) -> int:
     """Raise glibc's malloc mmap and trim thresholds for this process, once.
 
     Parameters
@@ -85,6 +87,8 @@ def tune_malloc(environ: Mapping[str, str] | None = None) -> int:
     environ
         Where ``SEDNA_MALLOC_MMAP_THRESHOLD`` and ``MALLOC_MMAP_THRESHOLD_`` are read;
         ``os.environ`` when None.
+    default
+        The mmap threshold (bytes) when ``SEDNA_MALLOC_MMAP_THRESHOLD`` is not set.
 
     Returns
     -------
@@ -98,7 +102,7 @@ def tune_malloc(environ: Mapping[str, str] | None = None) -> int:
         if _applied is not None:
             return _applied
         _applied = 0
-        threshold = _threshold(env)
+        threshold = _threshold(env, default)
         if threshold <= 0 or env.get("MALLOC_MMAP_THRESHOLD_", "").strip():
             return 0
         libc = _glibc()

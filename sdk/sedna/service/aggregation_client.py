@@ -1,8 +1,9 @@
 """A synchronous gRPC client of the federated-learning aggregation server (``sedna-aggregator``).
 
 Replaces upstream's websocket ``AggregationClient`` (JSON weight lists, no deadlines): the
-weights travel as chunked typed tensors (:func:`sedna.tensor.iter_frames`), every call has a
-deadline, and every failure is a :class:`AggregationClientError` (a
+weights travel as chunked typed tensors (:func:`sedna.tensor.plan_frames`; the chunk messages
+written and read by :mod:`sedna.tensor.chunk_wire`, which copies each chunk once on either
+side), every call has a deadline, and every failure is a :class:`AggregationClientError` (a
 :class:`~sedna.common.errors.SednaError`) whose message names the call, the server and the
 status.
 
@@ -69,9 +70,11 @@ from sedna.tensor import (
     DEFAULT_CHUNK_SIZE,
     TensorAssembler,
     TensorError,
+    chunk_wire,
     from_numpy_dtype,
-    iter_frames,
+    plan_frames,
 )
+from sedna.tensor.chunk_wire import RawChunk
 
 __all__ = [
     "CURRENT_ROUND_METADATA_KEY",
@@ -117,6 +120,12 @@ _INITIAL_BACKOFF: Final = 0.05
 _MAX_BACKOFF: Final = 2.0
 _MIN_ATTEMPT_SECONDS: Final = 0.05
 """No retry is started with less time than this left before the deadline."""
+
+_SERVICE: Final = pb.DESCRIPTOR.services_by_name["AggregationService"]
+_PUSH_UPDATE_METHOD: Final = f"/{_SERVICE.full_name}/{_SERVICE.methods_by_name['PushUpdate'].name}"
+_PULL_GLOBAL_WEIGHTS_METHOD: Final = (
+    f"/{_SERVICE.full_name}/{_SERVICE.methods_by_name['PullGlobalWeights'].name}"
+)
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -466,6 +475,24 @@ class AggregationClient:
         self.client_id = ""
         self._channel = open_sync_channel(config)
         self._stub = pb_grpc.AggregationServiceStub(self._channel)
+        # The weight-carrying calls write and read their chunk messages by hand
+        # (chunk_wire): the same bytes on the wire, without protobuf's copies of each chunk.
+        # Made on the same (intercepted) channel as the stub, so deadlines and the token
+        # apply to them too.
+        self._push_update: grpc.StreamUnaryMultiCallable[
+            pb.PushUpdateRequest | bytes, pb.PushUpdateResponse
+        ] = self._channel.stream_unary(
+            _PUSH_UPDATE_METHOD,
+            request_serializer=chunk_wire.serializer,
+            response_deserializer=pb.PushUpdateResponse.FromString,
+        )
+        self._pull_global_weights: grpc.UnaryStreamMultiCallable[
+            pb.PullGlobalWeightsRequest, pb.PullGlobalWeightsResponse | RawChunk
+        ] = self._channel.unary_stream(
+            _PULL_GLOBAL_WEIGHTS_METHOD,
+            request_serializer=pb.PullGlobalWeightsRequest.SerializeToString,
+            response_deserializer=chunk_wire.deserializer(pb.PullGlobalWeightsResponse),
+        )
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
@@ -693,24 +720,31 @@ class AggregationClient:
             return self._push_by_reference(s3, int(round), layers, header, timeout)
         sent_frames = [0]
 
-        def messages() -> Iterator[pb.PushUpdateRequest]:
-            yield pb.PushUpdateRequest(header=header)
-            for frame in iter_frames(layers, chunk_size=self.chunk_size):
-                sent_frames[0] += 1
-                message = pb.PushUpdateRequest()
-                message.frame.CopyFrom(frame)
-                yield message
-
         # A dtype with no wire form is a ValueError here rather than a cancelled call.
         for name, array in layers:
             try:
                 from_numpy_dtype(array.dtype)
             except TensorError as err:
                 raise ValueError(f"cannot send {name} of the update: {err}") from err
+        # Laid out and checksummed once for every attempt; the chunks are read from the
+        # arrays as they are sent.
+        plan = plan_frames(layers, chunk_size=self.chunk_size)
+        manifest = pb.PushUpdateRequest()
+        manifest.frame.manifest.CopyFrom(plan.manifest)
+
+        def messages() -> Iterator[pb.PushUpdateRequest | bytes]:
+            yield pb.PushUpdateRequest(header=header)
+            sent_frames[0] += 1
+            yield manifest
+            for index, offset, data in plan.chunks():
+                sent_frames[0] += 1
+                # The serialized PushUpdateRequest{frame: {chunk}}: the chunk copied once,
+                # straight out of the array (chunk_wire.serializer passes it through).
+                yield chunk_wire.encode_chunk(index, offset, data)
 
         def attempt(remaining: float) -> pb.PushUpdateResponse:
             sent_frames[0] = 0
-            return self._stub.PushUpdate(messages(), timeout=remaining)
+            return self._push_update(messages(), timeout=remaining)
 
         def retryable(err: AggregationClientError) -> bool:
             if err.code is grpc.StatusCode.UNAVAILABLE:
@@ -845,8 +879,11 @@ class AggregationClient:
             header: pb.GlobalWeightsHeader | None = None
             assembler = TensorAssembler(max_total_bytes=self.max_weights_bytes)
             try:
-                for message in self._stub.PullGlobalWeights(request, timeout=remaining):
-                    if message.WhichOneof("part") == "header":
+                for message in self._pull_global_weights(request, timeout=remaining):
+                    if isinstance(message, RawChunk):
+                        # A view of the received message: copied once, into the array.
+                        assembler.feed_chunk(message)
+                    elif message.WhichOneof("part") == "header":
                         header = message.header
                     else:
                         assembler.feed(message.frame)

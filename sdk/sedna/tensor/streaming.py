@@ -6,10 +6,13 @@ little-endian row-major bytes, tensor after tensor, in order, every chunk but a 
 exactly ``chunk_size`` bytes long. Zero-size tensors send no chunk.
 
 Memory is the point of this module. The sender slices the arrays it is given through
-``memoryview`` and copies each chunk only to hand it to protobuf; the receiver
-(:class:`TensorAssembler`) allocates every tensor once, at its final size, and writes each chunk
-straight into it. Besides the payload itself, either side holds about one chunk at a time, so an
-aggregator holds about one model per stream.
+``memoryview`` and copies each chunk only to hand it to protobuf (or, through
+:meth:`FramePlan.chunks` and :mod:`sedna.tensor.chunk_wire`, straight into the serialized
+message); the receiver (:class:`TensorAssembler`) allocates every tensor once, at its final size,
+and writes each chunk straight into it, from a protobuf ``TensorChunk`` or from a
+:class:`~sedna.tensor.chunk_wire.RawChunk` viewing the received bytes. Besides the payload
+itself, either side holds about one chunk at a time, so an aggregator holds about one model per
+stream.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from sedna.tensor._wire import (
     iter_named,
     wire_dtype,
 )
+from sedna.tensor.chunk_wire import RawChunk
 from sedna.tensor.errors import TensorError, TensorStreamError
 
 __all__ = [
@@ -336,6 +340,10 @@ class TensorAssembler:
     buffers themselves (writable, little-endian, C order) and memory stays at about one payload
     plus one chunk.
 
+    A chunk may also come as a :class:`~sedna.tensor.chunk_wire.RawChunk` (read from the wire
+    by :func:`~sedna.tensor.chunk_wire.decode_chunk`, without protobuf's copies), to
+    :meth:`feed` or :meth:`feed_chunk`: it is checked exactly as a chunk frame.
+
     Any violation raises :class:`TensorStreamError` naming the tensor and the sizes involved,
     and leaves the assembler failed: later calls raise again and the buffers are released.
 
@@ -408,13 +416,15 @@ class TensorAssembler:
 
     # -- input --------------------------------------------------------------------------------
 
-    def feed(self, frame: TensorFrame) -> bool:
+    def feed(self, frame: TensorFrame | RawChunk) -> bool:
         """Take the next frame of the stream.
 
         Parameters
         ----------
         frame
-            The next ``TensorFrame``: first the manifest, then chunks in order.
+            The next ``TensorFrame``: first the manifest, then chunks in order. A chunk may be
+            a :class:`~sedna.tensor.chunk_wire.RawChunk` instead of a chunk frame (as
+            :meth:`feed_chunk`).
 
         Returns
         -------
@@ -427,11 +437,15 @@ class TensorAssembler:
             If the frame breaks the protocol or the manifest (see the class docstring); the
             assembler is failed from then on.
         """
+        if isinstance(frame, RawChunk):
+            return self.feed_chunk(frame)
         self._check_not_failed()
         try:
             kind = frame.WhichOneof("frame")
             if kind == "chunk":
-                self._on_chunk(frame.chunk)
+                chunk = frame.chunk
+                # Read once: every access to a bytes field makes a new ``bytes`` object.
+                self._on_chunk(chunk.tensor_index, chunk.offset, chunk.data)
             elif kind == "manifest":
                 self._on_manifest(frame.manifest)
             else:
@@ -439,6 +453,37 @@ class TensorAssembler:
                     "frame carries neither a manifest nor a chunk (empty frame, or a kind of "
                     "frame from a newer peer)"
                 )
+        except TensorStreamError as exc:
+            self._fail(str(exc))
+            raise
+        return self.complete
+
+    def feed_chunk(self, chunk: TensorChunk | RawChunk) -> bool:
+        """Take the next chunk of the stream, as a message or as read from the wire.
+
+        The same as feeding a ``TensorFrame`` that carries ``chunk``: the same checks, the same
+        errors. A :class:`~sedna.tensor.chunk_wire.RawChunk`'s bytes are checksummed and copied
+        into place straight from its view, so the received message is the only other copy.
+
+        Parameters
+        ----------
+        chunk
+            The next ``TensorChunk`` or ``RawChunk``, after the manifest, in order.
+
+        Returns
+        -------
+        bool
+            Whether the stream is now complete.
+
+        Raises
+        ------
+        TensorStreamError
+            If the chunk breaks the protocol (see the class docstring); the assembler is failed
+            from then on.
+        """
+        self._check_not_failed()
+        try:
+            self._on_chunk(chunk.tensor_index, chunk.offset, chunk.data)
         except TensorStreamError as exc:
             self._fail(str(exc))
             raise
@@ -478,7 +523,7 @@ class TensorAssembler:
         self._slots = slots
         self._advance()
 
-    def _on_chunk(self, chunk: TensorChunk) -> None:
+    def _on_chunk(self, index: int, offset: int, data: bytes | memoryview) -> None:
         if self._manifest is None:
             raise TensorStreamError("chunk before the manifest: a stream starts with its manifest")
         slots = self._slots
@@ -487,7 +532,6 @@ class TensorAssembler:
                 f"frame after the stream completed (all {self._total_bytes} bytes of "
                 f"{len(slots)} tensors already received)"
             )
-        index = chunk.tensor_index
         if index >= len(slots):
             raise TensorStreamError(
                 f"chunk tensor_index {index} is out of range: the manifest lists "
@@ -501,7 +545,6 @@ class TensorAssembler:
                 f"chunk for {other} ({state}) while {slot.what} is incomplete at byte "
                 f"{self._offset} of {slot.byte_length}: chunks must follow manifest order"
             )
-        offset = chunk.offset
         if offset != self._offset:
             if offset < self._offset:
                 problem = "duplicate or overlapping chunk"
@@ -511,8 +554,10 @@ class TensorAssembler:
                 f"{slot.what}: {problem}: chunk at offset {offset}, but bytes "
                 f"[0, {self._offset}) arrived and the next one expected is {self._offset}"
             )
-        # Read once: every access to a bytes field makes a new ``bytes`` object.
-        data = chunk.data
+        if isinstance(data, memoryview) and (data.ndim != 1 or data.format != "B"):
+            # A view of typed or shaped memory: bytes are what is counted and copied (a cast,
+            # not a copy; slice assignment into the byte buffer needs the same format).
+            data = data.cast("B")
         size = len(data)
         end = offset + size
         if size > self._chunk_size:
@@ -646,7 +691,7 @@ class TensorAssembler:
 
 
 def assemble_sync(
-    frames: Iterable[TensorFrame],
+    frames: Iterable[TensorFrame | RawChunk],
     *,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     max_tensors: int = DEFAULT_MAX_TENSORS,
@@ -656,7 +701,7 @@ def assemble_sync(
     Parameters
     ----------
     frames
-        The stream, manifest first.
+        The stream, manifest first (a chunk may come as a ``RawChunk``, as to ``feed``).
     max_total_bytes, max_tensors
         Limits, as for :class:`TensorAssembler`.
 
@@ -677,7 +722,7 @@ def assemble_sync(
 
 
 async def assemble(
-    frames: AsyncIterable[TensorFrame],
+    frames: AsyncIterable[TensorFrame | RawChunk],
     *,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     max_tensors: int = DEFAULT_MAX_TENSORS,
@@ -687,7 +732,7 @@ async def assemble(
     Parameters
     ----------
     frames
-        The stream, manifest first.
+        The stream, manifest first (a chunk may come as a ``RawChunk``, as to ``feed``).
     max_total_bytes, max_tensors
         Limits, as for :class:`TensorAssembler`.
 

@@ -1027,3 +1027,103 @@ def test_undo_files_are_reused_and_an_abort_reads_back_its_own_layers() -> None:
     np.testing.assert_array_equal(agg.finish()[1], np.full(2, 200.0, np.float32))
     with pytest.raises(module.AggregationError, match="after it was closed"):
         log.write(0, np.ones(1, np.float32))
+
+
+# --------------------------------------------------------------------------- in parts
+
+
+def parts_update(agg: BaseAggregation, cid: str, weights: Weights, n: int, size: int) -> None:
+    """Send each layer in flat parts of ``size`` elements, as a receiver of chunks does."""
+    agg.begin_update(cid, n, [(w.shape, w.dtype) for w in weights])
+    for index, layer in enumerate(weights):
+        flat = layer.reshape(-1)
+        if flat.size == 0:
+            assert agg.add_layer_part(cid, index, 0, flat)
+            continue
+        for start in range(0, flat.size, size):
+            done = agg.add_layer_part(cid, index, start, flat[start : start + size])
+            assert done == (start + size >= flat.size)
+    agg.commit_update(cid)
+
+
+@pytest.mark.parametrize("factory", ALL)
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_parts_equal_whole_updates(factory: Any, size: int) -> None:
+    rng = np.random.default_rng(190)
+    x0 = make_weights(rng, np.float64)
+    whole, parted = factory(), factory()
+    for r in range(2):
+        updates = make_round(191 + r, 4)
+        from_whole = run_round(whole, x0 if r == 0 else whole.weights, updates)
+        parted.begin_round(x0 if r == 0 else parted.weights)
+        for cid, weights, n in updates:
+            parts_update(parted, cid, weights, n, size)
+        for a, b in zip(from_whole, parted.finish(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("factory", [FedAvg, FedMedian])
+def test_an_update_aborted_in_the_middle_of_a_layer_is_backed_out(factory: Any) -> None:
+    updates = make_round(197, 3)
+    agg = factory()
+    agg.begin_round(None)
+    for cid, weights, n in updates[:2]:
+        agg.add(cid, weights, n)
+    bad = make_weights(np.random.default_rng(198), scale=1000.0)
+    agg.begin_update("evil", 50, [(w.shape, w.dtype) for w in bad])
+    assert agg.add_layer_part("evil", 0, 0, bad[0].reshape(-1)[:4]) is False  # 4 of 6
+    assert agg.abort_update("evil")
+    cid, weights, n = updates[2]
+    agg.add(cid, weights, n)
+    reference = run_round(factory(), None, updates)
+    assert_close(agg.finish(), flat(reference), rtol=1e-3)
+
+
+def test_add_layer_part_errors_name_the_problem_and_abort_the_update() -> None:
+    glob = [np.zeros((2, 3), np.float32), np.zeros(3, np.float32)]
+    cases: list[tuple[int, int, Any, str]] = [
+        (0, 2, np.ones(2, np.float32), "next one expected is 0"),  # a gap
+        (0, 0, np.ones(7, np.float32), "runs past the layer's 6 elements"),
+        (0, 0, np.array([1.0, np.nan], np.float32), "NaN or infinite"),
+        (0, 0, np.ones(2, np.int32), "floating point"),
+        (5, 0, np.ones(2, np.float32), "no such layer"),
+    ]
+    for index, start, part, message in cases:
+        agg = FedAvg()
+        agg.begin_round(glob)
+        agg.begin_update("a", 1)
+        agg.add_layer("a", 1, np.ones(3, np.float32))
+        with pytest.raises(AggregationError, match=message):
+            agg.add_layer_part("a", index, start, part)
+        assert agg.updates_in_progress == ()  # aborted
+        assert agg._sums is None  # and backed out exactly (it was the only update)
+
+
+def test_a_layer_cannot_be_sent_again_in_parts() -> None:
+    agg = FedAvg()
+    agg.begin_round([np.zeros(2, np.float32)])
+    agg.begin_update("a", 1)
+    agg.add_layer_part("a", 0, 0, np.ones(2, np.float32))
+    with pytest.raises(AggregationError, match="sent twice"):
+        agg.add_layer_part("a", 0, 0, np.ones(2, np.float32))
+
+
+def test_an_incomplete_layer_makes_the_commit_fail() -> None:
+    agg = FedAvg()
+    agg.begin_round([np.zeros(4, np.float32)])
+    agg.begin_update("a", 1)
+    agg.add_layer_part("a", 0, 0, np.ones(3, np.float32))
+    with pytest.raises(AggregationError, match="incomplete"):
+        agg.commit_update("a")
+    assert agg._sums is None
+
+
+def test_begin_round_can_skip_the_finite_scan_of_trusted_weights() -> None:
+    glob = [np.array([1.0, np.nan], np.float32)]
+    with pytest.raises(AggregationError, match="NaN or infinite"):
+        FedAvg().begin_round(glob)
+    agg = FedAvg()
+    agg.begin_round(glob, check_finite=False)  # the caller vouches for them
+    assert agg.template == [((2,), np.dtype(np.float32))]
+    with pytest.raises(AggregationError, match="floating point"):
+        FedAvg().begin_round([np.zeros(2, np.int32)], check_finite=False)  # dtypes still checked

@@ -65,3 +65,17 @@ def test_the_real_c_library_accepts_the_default() -> None:
     if memory._glibc() is None:
         pytest.skip("not glibc")
     assert memory.tune_malloc({}) == memory.DEFAULT_MMAP_THRESHOLD
+
+
+def test_a_service_chooses_its_own_default_and_the_environment_still_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    libc = FakeLibc()
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    assert memory.tune_malloc({}, default=8 << 20) == 8 << 20
+    assert libc.calls == [(-3, 8 << 20), (-1, 32 << 20)]
+    monkeypatch.setattr(memory, "_applied", None)
+    environ = {memory.MMAP_THRESHOLD_ENV: "1048576"}
+    assert memory.tune_malloc(environ, default=8 << 20) == 1048576
+    monkeypatch.setattr(memory, "_applied", None)
+    assert memory.tune_malloc({memory.MMAP_THRESHOLD_ENV: "lots"}, default=8 << 20) == 8 << 20

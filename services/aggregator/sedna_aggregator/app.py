@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import logging
+from typing import Final
 
-from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
 from sedna.runtime import ServiceServer
 from sedna.runtime.memory import tune_malloc
 from sedna_aggregator.core import Clock, LocalFileRoundStore, RoundStore, Runner
 from sedna_aggregator.core.ports import WeightsObjects
 from sedna_aggregator.metrics import AggregatorMetrics
-from sedna_aggregator.servicer import SERVICE_NAME, AggregationServicer
+from sedna_aggregator.servicer import SERVICE_NAME, AggregationServicer, add_aggregation_service
 from sedna_aggregator.settings import AggregatorSettings
 
-__all__ = ["make_objects", "make_store", "server_options", "setup"]
+__all__ = ["MMAP_THRESHOLD", "make_objects", "make_store", "server_options", "setup"]
+
+MMAP_THRESHOLD: Final = 8 << 20
+"""glibc's mmap threshold in the aggregator (``SEDNA_MALLOC_MMAP_THRESHOLD`` overrides it).
+
+Above the 4 MiB chunk messages, so each message's buffers are reused from the heap instead of
+being mapped and zeroed afresh; below most layers, so a round's sums and assembled layers
+are mapped and handed back to the kernel when freed, and the resident size follows the live
+memory. Measured on the federated-learning bench (K=8, 100 MB model): peak RSS 2.6x the
+model at 8 MiB, 3.2x at sedna.runtime.memory's 16 MiB default, same round time."""
 
 _log = logging.getLogger(__name__)
 
@@ -92,7 +101,7 @@ def setup(
         The registered servicer.
     """
     server_options(server, settings)
-    tune_malloc()  # large tensors from the heap, not one mmap per copy (sedna.runtime.memory)
+    tune_malloc(default=MMAP_THRESHOLD)
     metrics = AggregatorMetrics(server.registry)
     store = make_store(settings)
     objects = make_objects(settings)
@@ -111,7 +120,7 @@ def setup(
         on_waiting=metrics.updates_waiting.inc,
         objects=objects,
     )
-    server.add_servicer(pb_grpc.add_AggregationServiceServicer_to_server, servicer, SERVICE_NAME)
+    server.add_servicer(add_aggregation_service, servicer, SERVICE_NAME)
     server.on_shutdown(servicer.aclose)
     close_store = getattr(store, "aclose", None)
     if close_store is not None:

@@ -18,16 +18,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, ClassVar, Final, NoReturn
+from typing import Any, ClassVar, Final, Literal, NoReturn
 
 import grpc
 
 from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
 from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
-from sedna.api.common.v1.tensor_pb2 import TensorManifest
+from sedna.api.common.v1.tensor_pb2 import TensorFrame, TensorManifest
 from sedna.service.aggregation_client import CURRENT_ROUND_METADATA_KEY as _CURRENT_ROUND_KEY
 from sedna.service.aggregation_client import REASON_METADATA_KEY as _REASON_KEY
-from sedna.tensor import FramePlan, TensorStreamError, plan_frames
+from sedna.tensor import FramePlan, TensorStreamError, chunk_wire, plan_frames
+from sedna.tensor.chunk_wire import RawChunk, encode_chunk
 from sedna_aggregator import convert
 from sedna_aggregator.core import (
     Clock,
@@ -60,6 +61,7 @@ __all__ = [
     "TooManySessionsError",
     "TransmitterNotConfiguredError",
     "UnknownSessionError",
+    "add_aggregation_service",
 ]
 
 SERVICE_NAME: Final = "sedna.api.aggregator.v1.AggregationService"
@@ -73,6 +75,8 @@ _DEADLINE_MARGIN_S: Final = 0.05
 _log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+PushMessage = pb.PushUpdateRequest | RawChunk
+"""What PushUpdate's request deserializer gives (see :func:`add_aggregation_service`)."""
 
 
 class UnknownSessionError(SessionError):
@@ -167,6 +171,9 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
     objects
         Object storage of the S3 transmitter (:class:`~sedna_aggregator.core.ports.WeightsObjects`);
         None: ``weights_uri`` updates and ``by_reference`` pulls are FAILED_PRECONDITION.
+    weights_dir
+        Where sessions keep each round's aggregate, in an unlinked file (None: the system's
+        temporary directory; False: in memory). See :class:`~sedna_aggregator.core.Session`.
     """
 
     def __init__(
@@ -185,6 +192,7 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         on_assembly: Callable[[int], None] | None = None,
         on_waiting: Callable[[int], None] | None = None,
         objects: WeightsObjects | None = None,
+        weights_dir: str | Literal[False] | None = None,
     ) -> None:
         if max_concurrent_updates < 1:
             raise ValueError("max_concurrent_updates must be >= 1")
@@ -205,6 +213,7 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         self._sessions: dict[str, Session] = {}
         self._creating = asyncio.Lock()
         self._objects = objects
+        self._weights_dir = weights_dir
         # Per session: the round whose aggregate was (or is being) written to object storage,
         # and the write's future, so concurrent by-reference pulls write it once.
         self._references: dict[str, tuple[int, asyncio.Future[str]]] = {}
@@ -255,7 +264,11 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
                 f"the server already runs {len(self._sessions)} sessions (max_sessions)"
             )
         chosen = config if config is not None else self._config_for(session_id)
-        kwargs: dict[str, Any] = {"clock": self._clock, "metrics": self._metrics}
+        kwargs: dict[str, Any] = {
+            "clock": self._clock,
+            "metrics": self._metrics,
+            "weights_dir": self._weights_dir,
+        }
         if self._runner is not None:
             kwargs["runner"] = self._runner
         if self._store is None:
@@ -308,8 +321,8 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
             selected=joined.selected,
         )
 
-    async def PushUpdate(  # noqa: N802
-        self, request_iterator: AsyncIterator[pb.PushUpdateRequest], context: Context
+    async def PushUpdate(  # noqa: N802 - its chunks arrive as RawChunk
+        self, request_iterator: AsyncIterator[PushMessage], context: Context
     ) -> pb.PushUpdateResponse:
         """Receive one update (header, then frames) and hand it to the session."""
         try:
@@ -318,7 +331,7 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
             await self._discard_rest(request_iterator)
             await _abort(context, err)
 
-    async def _discard_rest(self, messages: AsyncIterator[pb.PushUpdateRequest]) -> None:
+    async def _discard_rest(self, messages: AsyncIterator[PushMessage]) -> None:
         """Read and drop what the client still sends before answering with an error.
 
         A gRPC client still sending into a call the server has finished gets INTERNAL instead
@@ -329,13 +342,13 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         budget = 2 * self._max_update_bytes
         with contextlib.suppress(Exception):
             async for message in messages:
-                budget -= message.ByteSize()
+                budget -= len(message.data) if isinstance(message, RawChunk) else message.ByteSize()
                 if budget < 0:
                     break
 
-    async def _push(self, messages: AsyncIterator[pb.PushUpdateRequest]) -> pb.PushUpdateResponse:
+    async def _push(self, messages: AsyncIterator[PushMessage]) -> pb.PushUpdateResponse:
         first = await anext(messages, None)
-        if first is None or first.WhichOneof("part") != "header":
+        if not isinstance(first, pb.PushUpdateRequest) or first.WhichOneof("part") != "header":
             raise InvalidRequestError("a PushUpdate stream starts with an UpdateHeader")
         header = first.header
         session = self._session(header.session_id)
@@ -377,9 +390,9 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         self,
         session: Session,
         header: pb.UpdateHeader,
-        messages: AsyncIterator[pb.PushUpdateRequest],
+        messages: AsyncIterator[PushMessage],
     ) -> UpdateAck:
-        """Receive the tensors layer by layer, adding each to the round when complete."""
+        """Receive the tensors chunk by chunk, adding each chunk to the round as it arrives."""
         client_id = header.client_id
         receiver = LayerReceiver(
             max_total_bytes=self._max_update_bytes, max_tensors=self._max_update_tensors
@@ -401,13 +414,13 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
                 dict(header.metrics),
                 layout=layout,
             )
-            for index, name, array in ready:
-                await upload.add_layer(index, array, name=name)
+            for index, name, start, part in ready:
+                await upload.add_part(index, start, part, name=name)
             del ready
             async for frame in frames:
-                for index, name, array in receiver.feed(frame):
-                    await upload.add_layer(index, array, name=name)
-                    del array  # the round holds no reference: the buffer is freed now
+                for index, name, start, part in receiver.feed(frame):
+                    await upload.add_part(index, start, part, name=name)
+                    del part  # streaming rounds keep no reference: the message is freed now
             receiver.finish()
             return await upload.commit(nbytes=receiver.bytes_received)
         except TensorStreamError as err:
@@ -434,9 +447,12 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
 
     @staticmethod
     async def _frames(
-        client_id: str, messages: AsyncIterator[pb.PushUpdateRequest]
-    ) -> AsyncIterator[Any]:
+        client_id: str, messages: AsyncIterator[PushMessage]
+    ) -> AsyncIterator[TensorFrame | RawChunk]:
         async for message in messages:
+            if isinstance(message, RawChunk):
+                yield message
+                continue
             if message.WhichOneof("part") != "frame":
                 raise MalformedUpdateError(
                     f"client {client_id!r}: after the header, a PushUpdate stream carries "
@@ -567,6 +583,8 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
             await self._objects.write(
                 uri, [(convert.layer_name(i), layer) for i, layer in enumerate(weights)]
             )
+            if result.stored is not None:
+                result.stored.release()  # the writer read every page
         except Exception as err:
             if self._references.get(sid) == (result.round, future):
                 del self._references[sid]  # the next pull tries again
@@ -589,9 +607,9 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         future.set_result(uri)
         return uri
 
-    async def PullGlobalWeights(  # noqa: N802
+    async def PullGlobalWeights(  # type: ignore[override] # noqa: N802 - chunks go as bytes
         self, request: pb.PullGlobalWeightsRequest, context: Context
-    ) -> AsyncIterator[pb.PullGlobalWeightsResponse]:
+    ) -> AsyncIterator[pb.PullGlobalWeightsResponse | bytes]:
         """Wait (within the call's deadline) for the round, then stream header and weights."""
         try:
             session = self._session(request.session_id)
@@ -625,17 +643,15 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         message = pb.PullGlobalWeightsResponse()
         message.frame.manifest.CopyFrom(plan.manifest)
         yield message
-        # The chunks are slices of the one copy of the global weights, copied only into each
-        # message (protobuf takes nothing but bytes), filled in place rather than copied from a
-        # TensorFrame (one copy fewer).
+        # Each chunk message is written by hand (sedna.tensor.chunk_wire, the registration's
+        # serializer passes bytes through): the weights' bytes are copied once, into it.
+        stored = result.stored
         for index, offset, data in plan.chunks():
-            message = pb.PullGlobalWeightsResponse()
-            chunk = message.frame.chunk
-            chunk.tensor_index = index
-            chunk.offset = offset
-            chunk.data = data.tobytes()
+            encoded = encode_chunk(index, offset, data)
+            if stored is not None:
+                stored.release(index, offset, data.nbytes)  # the copy is in the message
             del data
-            yield message
+            yield encoded
         session.metrics.weights_sent(session.session_id, result.nbytes)
 
     async def _plan(self, session_id: str, result: RoundResult) -> FramePlan:
@@ -653,7 +669,12 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         self._plans[session_id] = (result.round, future)
         layers = [(convert.layer_name(i), layer) for i, layer in enumerate(result.weights or ())]
         try:
-            plan = await asyncio.to_thread(plan_frames, layers, chunk_size=self._send_chunk_bytes)
+            if result.stored is not None:  # checksummed when written: no pass over the file
+                plan = convert.stored_plan(layers, result.stored.crc32s, self._send_chunk_bytes)
+            else:
+                plan = await asyncio.to_thread(
+                    plan_frames, layers, chunk_size=self._send_chunk_bytes
+                )
         except BaseException:
             if self._plans.get(session_id) == (result.round, future):
                 del self._plans[session_id]
@@ -682,3 +703,39 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         except SessionError as err:
             await _abort(context, err)
         return pb.LeaveSessionResponse()
+
+
+def add_aggregation_service(servicer: AggregationServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` as the generated ``add_AggregationServiceServicer_to_server``
+    does, but with the tensor chunks of PushUpdate and PullGlobalWeights read and written by
+    :mod:`sedna.tensor.chunk_wire` (no protobuf copies; the same bytes on the wire).
+    """
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "JoinSession": grpc.unary_unary_rpc_method_handler(
+            servicer.JoinSession,
+            request_deserializer=pb.JoinSessionRequest.FromString,
+            response_serializer=pb.JoinSessionResponse.SerializeToString,
+        ),
+        "PushUpdate": grpc.stream_unary_rpc_method_handler(
+            servicer.PushUpdate,
+            request_deserializer=chunk_wire.deserializer(pb.PushUpdateRequest),
+            response_serializer=pb.PushUpdateResponse.SerializeToString,
+        ),
+        "PullGlobalWeights": grpc.unary_stream_rpc_method_handler(
+            servicer.PullGlobalWeights,
+            request_deserializer=pb.PullGlobalWeightsRequest.FromString,
+            response_serializer=chunk_wire.serializer,
+        ),
+        "GetSessionStatus": grpc.unary_unary_rpc_method_handler(
+            servicer.GetSessionStatus,
+            request_deserializer=pb.GetSessionStatusRequest.FromString,
+            response_serializer=pb.GetSessionStatusResponse.SerializeToString,
+        ),
+        "LeaveSession": grpc.unary_unary_rpc_method_handler(
+            servicer.LeaveSession,
+            request_deserializer=pb.LeaveSessionRequest.FromString,
+            response_serializer=pb.LeaveSessionResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

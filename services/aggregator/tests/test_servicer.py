@@ -391,7 +391,16 @@ async def test_concurrent_pulls_of_a_round_share_one_checksummed_plan(
         built.append(int(plan.manifest.total_bytes))
         return plan
 
+    real_stored = servicer_module.convert.stored_plan
+
+    def counting_stored(layers: Any, crc32s: Any, chunk_size: int) -> Any:
+        plan = real_stored(layers, crc32s, chunk_size)
+        built.append(int(plan.manifest.total_bytes))
+        return plan
+
     monkeypatch.setattr(servicer_module, "plan_frames", counting)
+    # Aggregates kept in a WeightsFile come with their CRC-32s: the plan is built from them.
+    monkeypatch.setattr(servicer_module.convert, "stored_plan", counting_stored)
     async with serve(exit_round=2, min_participants=2, send_chunk_bytes=CHUNK) as h:
         for cid in ("a", "b"):
             await join(h, cid, 10)

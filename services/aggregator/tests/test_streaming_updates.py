@@ -21,7 +21,7 @@ from sedna.api.common.v1.tensor_pb2 import TensorFrame
 from sedna.runtime import ServiceServer
 from sedna.tensor import TensorAssembler, iter_frames
 from sedna_aggregator.core import MalformedUpdateError, SessionConfig
-from sedna_aggregator.servicer import SERVICE_NAME, AggregationServicer
+from sedna_aggregator.servicer import SERVICE_NAME, AggregationServicer, add_aggregation_service
 from sedna_aggregator.settings import AggregatorSettings
 
 Array = npt.NDArray[Any]
@@ -72,7 +72,7 @@ async def serve(objects: FakeObjects | None = None, **fields: Any) -> AsyncItera
     servicer = AggregationServicer(
         SessionConfig(**fields), objects=objects, max_update_bytes=1 << 20
     )
-    server.add_servicer(pb_grpc.add_AggregationServiceServicer_to_server, servicer, SERVICE_NAME)
+    server.add_servicer(add_aggregation_service, servicer, SERVICE_NAME)
     server.on_shutdown(servicer.aclose)
     await server.start()
     channel = grpc.aio.insecure_channel(server.address)
@@ -437,3 +437,33 @@ async def test_a_failed_write_of_the_aggregate_is_unavailable_and_retried() -> N
         head, extra = await pull_reference(h, 1)
         assert (head.weights_uri, extra) == (objects.object_uri(SID, 1), 0)
         assert_close(stored(objects, head.weights_uri), [np.asarray(w, np.float64) for w in mine])
+
+
+@pytest.mark.parametrize("chunk_size", [512, 4, 6, 1001], ids=lambda c: f"chunk-{c}")
+async def test_chunks_are_summed_as_they_arrive_whatever_their_size(chunk_size: int) -> None:
+    # 512 and 4: whole float32 elements per chunk, each added as a view of its message;
+    # 6 and 1001 bytes split elements: the tensor is assembled first. Same aggregate.
+    def body(layers: list[Array]) -> list[TensorFrame]:
+        named = [(f"layer.{i}", w) for i, w in enumerate(layers)]
+        return list(iter_frames(named, chunk_size=chunk_size))
+
+    async with serve(exit_round=1, min_participants=2) as h:
+        await join(h, "a", 10)
+        await join(h, "b", 30)
+        updates = [(weights(11), 10), (weights(12), 30)]
+        # A corrupt last chunk of a multi-chunk tensor: its earlier chunks were already
+        # added, and are backed out with the update.
+        frames_a = body(updates[0][0])
+        last = frames_a[-1]
+        corrupt = TensorFrame()
+        corrupt.CopyFrom(last)
+        corrupt.chunk.data = bytes(len(last.chunk.data))
+        await rejected(
+            h.stub.PushUpdate(requests("a", 1, 10, [*frames_a[:-1], corrupt])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "CRC-32",
+        )
+        for cid, (layers, n) in zip("ab", updates, strict=True):
+            await h.stub.PushUpdate(requests(cid, 1, n, body(layers)), timeout=TIMEOUT)
+        _head, got = await pull(h, 1)
+        assert_close(got, fedavg(updates))

@@ -102,7 +102,7 @@ def _is_float_dtype(dtype: np.dtype[Any]) -> bool:
     return bool(np.issubdtype(dtype, np.floating))
 
 
-def _as_layer(layer: object, where: str) -> Array:
+def _as_layer(layer: object, where: str, *, check_finite: bool = True) -> Array:
     """An ndarray of floats for ``layer``; nested lists of numbers are converted to float64."""
     if isinstance(layer, np.ndarray):
         array = layer
@@ -123,10 +123,29 @@ def _as_layer(layer: object, where: str) -> Array:
             )
         if not _is_float_dtype(array.dtype):
             array = array.astype(np.float64)
-    bad = _count_nonfinite(array)
+    bad = _count_nonfinite(array) if check_finite else 0
     if bad:
         raise AggregationError(f"{where} holds {bad} NaN or infinite value(s)")
     return array
+
+
+def _elements(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count
+
+
+def _layer_what(client_id: str, index: object, name: str) -> str:
+    label = f" ({name!r})" if name else ""
+    return f"client {client_id!r}: weights layer {index}{label}"
+
+
+def _check_layer_index(index: object, count: int, what: str) -> None:
+    if isinstance(index, bool) or not isinstance(index, int | np.integer):
+        raise AggregationError(f"{what}: the layer index must be an integer")
+    if not 0 <= index < count:
+        raise AggregationError(f"{what}: no such layer (the update has {count} layers)")
 
 
 def _flat(array: Array) -> Array:
@@ -209,12 +228,15 @@ def _as_layout(layout: object, what: str) -> _Template:
     return parsed
 
 
-def _as_layers(weights: object, what: str) -> list[Array]:
+def _as_layers(weights: object, what: str, *, check_finite: bool = True) -> list[Array]:
     if isinstance(weights, np.ndarray | str | bytes | Mapping) or not isinstance(weights, Sequence):
         raise AggregationError(
             f"{what} must be a list of arrays (one per layer), got {type(weights).__name__}"
         )
-    return [_as_layer(layer, f"{what} layer {index}") for index, layer in enumerate(weights)]
+    return [
+        _as_layer(layer, f"{what} layer {index}", check_finite=check_finite)
+        for index, layer in enumerate(weights)
+    ]
 
 
 def _check_template(layers: list[Array], template: _Template, what: str) -> None:
@@ -342,7 +364,8 @@ class _UndoLog:
         self._directory = directory
         # None once closed: the file may then already serve another update.
         self._file: IO[bytes] | None = _UNDO_FILES.take(directory)
-        self._entries: dict[int, tuple[int, np.dtype[Any], int]] = {}
+        # layer -> [(file offset, dtype, first element, elements)], in the order written
+        self._entries: dict[int, list[tuple[int, np.dtype[Any], int, int]]] = {}
         self._end = 0
 
     def _opened(self) -> IO[bytes]:
@@ -350,30 +373,38 @@ class _UndoLog:
             raise AggregationError("the undo log of an update was used after it was closed")
         return self._file
 
-    def write(self, index: int, layer: Array) -> None:
+    def write(self, index: int, layer: Array, first: int = 0) -> None:
+        """Log elements ``[first, first + layer.size)`` (flat, C order) of layer ``index``."""
         data = np.ascontiguousarray(layer)
         file = self._opened()
         file.seek(self._end)
         if data.size:
             file.write(data.reshape(-1).view(np.uint8).data)
-        self._entries[index] = (self._end, data.dtype, int(data.size))
+        segment = (self._end, data.dtype, first, int(data.size))
+        self._entries.setdefault(index, []).append(segment)
         self._end += int(data.nbytes)
+
+    def indices(self) -> list[int]:
+        """The layers with logged elements."""
+        return list(self._entries)
 
     def blocks(self, index: int) -> Iterator[tuple[int, Array]]:
         """``(start element, block)`` pairs of layer ``index``, ``_BLOCK`` elements at most."""
-        offset, dtype, size = self._entries[index]
-        if size == 0:
-            return
-        file = self._opened()
-        file.flush()
-        buffer = np.empty(min(_BLOCK, size), dtype=dtype)
-        for start in range(0, size, _BLOCK):
-            block = buffer[: min(_BLOCK, size - start)]
-            file.seek(offset + start * dtype.itemsize)
-            view = block.view(np.uint8).data
-            if file.readinto(view) != block.nbytes:  # type: ignore[attr-defined]
-                raise AggregationError("the undo log of an update in progress was truncated")
-            yield start, block
+        file: IO[bytes] | None = None
+        for offset, dtype, first, size in self._entries.get(index, ()):
+            if size == 0:
+                continue
+            if file is None:
+                file = self._opened()
+                file.flush()
+            buffer = np.empty(min(_BLOCK, size), dtype=dtype)
+            for start in range(0, size, _BLOCK):
+                block = buffer[: min(_BLOCK, size - start)]
+                file.seek(offset + start * dtype.itemsize)
+                view = block.view(np.uint8).data
+                if file.readinto(view) != block.nbytes:  # type: ignore[attr-defined]
+                    raise AggregationError("the undo log of an update in progress was truncated")
+                yield first + start, block
 
     def close(self) -> None:
         """Hand the file back to the pool (idempotent: a file must enter the pool once)."""
@@ -391,6 +422,8 @@ class _Update:
     added: list[bool]
     layers: list[Array | None]
     undo: _UndoLog | None = None
+    filled: dict[int, int] = field(default_factory=dict)
+    """Elements received so far of layers arriving in parts (:meth:`add_layer_part`)."""
 
 
 # --------------------------------------------------------------------------- base
@@ -461,7 +494,9 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         """
         return None if self._template is None else list(self._template)
 
-    def begin_round(self, global_weights: Sequence[Any] | None = None) -> None:
+    def begin_round(
+        self, global_weights: Sequence[Any] | None = None, *, check_finite: bool = True
+    ) -> None:
         """Open a round; a round still open is discarded (with its updates in progress).
 
         Parameters
@@ -473,13 +508,22 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
             client starts from its own initialisation) the round's result is the plain
             weighted average and the optimiser state is left alone. The arrays are not copied
             and must not be modified until :meth:`finish`.
+        check_finite : bool, default True
+            Scan ``global_weights`` for NaN/Inf. False skips the scan (dtypes are still
+            checked) for weights known to be finite, such as what :meth:`finish` returned:
+            the scan reads every byte, which for weights kept in a file mapping means mapping
+            them all.
 
         Raises
         ------
         AggregationError
             If ``global_weights`` is not a list of finite floating-point arrays.
         """
-        layers = None if global_weights is None else _as_layers(global_weights, "global_weights")
+        layers = (
+            None
+            if global_weights is None
+            else _as_layers(global_weights, "global_weights", check_finite=check_finite)
+        )
         self._drop_updates()
         self._global = layers
         self._template = (
@@ -597,15 +641,9 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         update = self._update_of(client_id)
         template = self._template
         assert template is not None
-        label = f" ({name!r})" if name else ""
-        what = f"client {client_id!r}: weights layer {index}{label}"
+        what = _layer_what(client_id, index, name)
         try:
-            if isinstance(index, bool) or not isinstance(index, int | np.integer):
-                raise AggregationError(f"{what}: the layer index must be an integer")
-            if not 0 <= index < len(template):
-                raise AggregationError(
-                    f"{what}: no such layer (the update has {len(template)} layers)"
-                )
+            _check_layer_index(index, len(template), what)
             if update.added[index]:
                 raise AggregationError(f"{what} was sent twice")
             array = _as_layer(layer, what)
@@ -618,6 +656,83 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
             raise
         self._add_layer(update, int(index), array)
         update.added[int(index)] = True
+
+    def add_layer_part(
+        self, client_id: str, index: int, start: int, part: Any, *, name: str = ""
+    ) -> bool:
+        """Take in elements ``[start, start + part.size)`` of layer ``index`` (flat, C order)
+        of ``client_id``'s update in progress.
+
+        For updates received as a stream: streaming algorithms add each part into the round's
+        sums at once (and spill it to the update's temporary file), so a layer never exists
+        whole in memory; the others assemble the layer and take it in, as :meth:`add_layer`,
+        once its last part arrived. The part is not kept (a view of a receive buffer will do).
+
+        Parameters
+        ----------
+        client_id : str
+            The client of a :meth:`begin_update`.
+        index : int
+            The layer, ``0 <= index < len(template)``.
+        start : int
+            The part's first element: the layer's parts come in order, without gaps.
+        part : ndarray
+            Floating point (one dtype per layer), finite; flattened.
+        name : str, optional
+            The layer's name, for error messages.
+
+        Returns
+        -------
+        bool
+            True when the part completed the layer.
+
+        Raises
+        ------
+        RoundStateError
+            If no round is open.
+        AggregationError
+            If the client has no update in progress, the layer is out of range or already
+            complete, the part does not start where the previous one ended or runs past the
+            layer's end, changes the layer's dtype, or holds a NaN/Inf. The update is then
+            aborted (what was taken in is backed out) and does not count.
+        """
+        update = self._update_of(client_id)
+        template = self._template
+        assert template is not None
+        what = _layer_what(client_id, index, name)
+        try:
+            _check_layer_index(index, len(template), what)
+            index = int(index)
+            if update.added[index]:
+                raise AggregationError(f"{what} was sent twice")
+            size = _elements(template[index][0])
+            filled = update.filled.get(index, 0)
+            block = _flat(_as_layer(part, f"{what}, elements from {start}"))
+            if start != filled:
+                raise AggregationError(
+                    f"{what}: a part starting at element {start}, but {filled} of its "
+                    f"{size} elements arrived and the next one expected is {filled}"
+                )
+            if start + block.size > size:
+                raise AggregationError(
+                    f"{what}: a part of {block.size} elements from element {start} runs past "
+                    f"the layer's {size} elements"
+                )
+            first = update.layers[index] if filled else None
+            if first is not None and first.dtype != block.dtype:
+                raise AggregationError(
+                    f"{what}: a part of dtype {block.dtype} after parts of dtype {first.dtype}"
+                )
+        except AggregationError:
+            self.abort_update(client_id)
+            raise
+        self._add_part(update, index, start, block)
+        update.filled[index] = filled = start + int(block.size)
+        if filled == size:
+            del update.filled[index]
+            update.added[index] = True
+            return True
+        return False
 
     def commit_update(self, client_id: str) -> None:
         """Count ``client_id``'s update in progress: every layer must have been added.
@@ -862,6 +977,20 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         """Take in one validated layer of an update in progress. Default: keep it."""
         update.layers[index] = layer
 
+    def _add_part(self, update: _Update, index: int, start: int, part: Array) -> None:
+        """Take in one validated part of a layer (flat). Default: assemble the layer in
+        ``update.layers[index]`` and take it in with :meth:`_add_layer` once complete."""
+        shape = self._template[index][0] if self._template is not None else part.shape
+        layer = update.layers[index] if start else None
+        if layer is None:
+            layer = np.empty(shape, dtype=part.dtype)
+            update.layers[index] = layer
+        flat = layer.reshape(-1)
+        flat[start : start + part.size] = part
+        if start + part.size == flat.size:
+            update.layers[index] = None
+            self._add_layer(update, index, layer)
+
     def _commit_update(self, client_id: str, update: _Update) -> None:
         """Count a complete update in progress. Default: buffer its layers."""
         layers = [layer for layer in update.layers if layer is not None]
@@ -939,7 +1068,9 @@ class StreamingAggregation(BaseAggregation):
             return self.accumulate_dtype
         return np.promote_types(model_dtype, np.float32)
 
-    def _sum_into(self, index: int, layer: Array, scale: float) -> None:
+    def _sum_into(self, index: int, layer: Array, scale: float, start: int | None = None) -> None:
+        """Add ``scale * layer`` into the sums of layer ``index``; ``start``: ``layer`` is the
+        flat part from that element on."""
         template = self._template
         assert template is not None
         if self._sums is None:
@@ -949,7 +1080,10 @@ class StreamingAggregation(BaseAggregation):
             shape, dtype = template[index]
             total = np.zeros(shape, dtype=self._sum_dtype(dtype))
             self._sums[index] = total
-        _axpy(total, layer, scale)
+        if start is None:
+            _axpy(total, layer, scale)
+        else:
+            _axpy(total.reshape(-1)[start : start + layer.size], layer, scale)
 
     def _accumulate(self, client_id: str, layers: list[Array], num_samples: int) -> None:
         for index, layer in enumerate(layers):
@@ -961,6 +1095,12 @@ class StreamingAggregation(BaseAggregation):
         update.undo.write(index, layer)
         self._sum_into(index, layer, float(update.num_samples))
 
+    def _add_part(self, update: _Update, index: int, start: int, part: Array) -> None:
+        if update.undo is None:
+            update.undo = _UndoLog(self.undo_dir)
+        update.undo.write(index, part, start)
+        self._sum_into(index, part, float(update.num_samples), start)
+
     def _commit_update(self, client_id: str, update: _Update) -> None:
         return  # every layer is already in the sums
 
@@ -968,9 +1108,9 @@ class StreamingAggregation(BaseAggregation):
         if update.undo is None or self._sums is None:
             return
         scale = -float(update.num_samples)
-        for index, done in enumerate(update.added):
+        for index in update.undo.indices():  # whole layers and parts of layers
             total = self._sums[index]
-            if not done or total is None:
+            if total is None:
                 continue
             flat = total.reshape(-1)
             for start, block in update.undo.blocks(index):

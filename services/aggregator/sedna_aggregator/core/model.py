@@ -5,10 +5,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from sedna_aggregator.core.weights_file import WeightsFile
 
 __all__ = [
     "Array",
@@ -121,6 +124,8 @@ class RoundResult:
     dropped: tuple[str, ...] = ()
     metrics: Mapping[str, float] = field(default_factory=dict)
     exit: bool = False
+    stored: WeightsFile | None = None
+    """The file ``weights`` view, when the session moved them out of the heap."""
 
     @property
     def nbytes(self) -> int:

@@ -27,7 +27,7 @@ import logging
 import math
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -70,6 +70,7 @@ from sedna_aggregator.core.ports import (
     SessionMetrics,
     run_in_thread,
 )
+from sedna_aggregator.core.weights_file import WeightsFile
 
 __all__ = ["Session", "UpdateUpload", "make_aggregator"]
 
@@ -179,6 +180,20 @@ class UpdateUpload:
         """
         await self._session._upload_add(self, index, layer, name)
 
+    async def add_part(self, index: int, start: int, part: Array, *, name: str = "") -> None:
+        """Check elements ``[start, start + part.size)`` of layer ``index`` (flat; parts in
+        order) and add them into the round: streaming aggregations sum each part at once, so
+        no layer is ever assembled in memory.
+
+        ``part`` is not kept (a view of a received message will do).
+
+        Raises
+        ------
+        UpdateRejectedError
+            As :meth:`add_layer`.
+        """
+        await self._session._upload_add_part(self, index, start, part, name)
+
     async def commit(self, *, nbytes: int | None = None) -> UpdateAck:
         """Count the update: every layer must have been added.
 
@@ -229,6 +244,10 @@ class Session:
         The global weights of round 0 (served to clients before round 1 and used by server
         optimisers from round 1). None: the clients start from their own initialisation, as
         upstream, and round 1's result is the plain weighted average.
+    weights_dir : str, None or False
+        Where each round's aggregate is kept once checkpointed: an unlinked file in this
+        directory (None: the system's temporary directory), mapped read-only, so that the
+        process holds at most the next round's sums (:class:`WeightsFile`). False: in memory.
     """
 
     def __init__(
@@ -242,6 +261,7 @@ class Session:
         runner: Runner | None = None,
         chooser: AbstractClientChoose | None = None,
         initial_weights: Sequence[Any] | None = None,
+        weights_dir: str | Literal[False] | None = None,
     ) -> None:
         if not isinstance(session_id, str) or not session_id:
             raise SessionConfigError("session_id must be a non-empty string")
@@ -257,6 +277,8 @@ class Session:
             seed=config.selection_seed,
         )
         self._agg = make_aggregator(config)
+        self._weights_dir = weights_dir
+        self._stored: WeightsFile | None = None
         self._global = _initial_weights(initial_weights)
         self._latest: RoundResult | None = (
             None if self._global is None else RoundResult(round=0, weights=self._global)
@@ -301,6 +323,7 @@ class Session:
         runner: Runner | None = None,
         chooser: AbstractClientChoose | None = None,
         initial_weights: Sequence[Any] | None = None,
+        weights_dir: str | Literal[False] | None = None,
     ) -> Session:
         """The session resumed from ``store``'s checkpoint, or a fresh one if there is none.
 
@@ -325,6 +348,7 @@ class Session:
             runner=runner,
             chooser=chooser,
             initial_weights=None if checkpoint is not None else initial_weights,
+            weights_dir=weights_dir,
         )
         if checkpoint is not None:
             session._load_checkpoint(checkpoint)
@@ -649,16 +673,29 @@ class Session:
             )
 
     async def _upload_add(self, upload: UpdateUpload, index: int, layer: Array, name: str) -> None:
+        cid = upload.client_id
+        await self._upload_step(
+            upload, lambda: self._agg.add_layer(cid, index, layer, name=name), layer
+        )
+
+    async def _upload_add_part(
+        self, upload: UpdateUpload, index: int, start: int, part: Array, name: str
+    ) -> None:
+        cid = upload.client_id
+        await self._upload_step(
+            upload, lambda: self._agg.add_layer_part(cid, index, start, part, name=name), part
+        )
+
+    async def _upload_step(self, upload: UpdateUpload, step: Callable[[], Any], data: Any) -> None:
+        """Run one aggregator step of an upload under the lock; any failure aborts it."""
         try:
             async with self._lock:
                 self._require_current(upload)
                 try:
-                    await self._run_to_end(
-                        lambda: self._agg.add_layer(upload.client_id, index, layer, name=name)
-                    )
+                    await self._run_to_end(step)
                 except AggregationError as err:
                     raise MalformedUpdateError(str(err)) from err
-                upload.layer_bytes += int(getattr(layer, "nbytes", 0))
+                upload.layer_bytes += int(getattr(data, "nbytes", 0))
         except UpdateRejectedError as err:
             self._upload_abort(upload, err, upload.layer_bytes)
             raise
@@ -845,6 +882,8 @@ class Session:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._stored is not None:
+            self._stored.close()  # arrays still in use keep their mapping
 
     # ------------------------------------------------------------------ state machine
 
@@ -917,7 +956,8 @@ class Session:
         if not chosen or any(cid not in self._clients for cid in chosen):
             self._fail(f"round {self._round}: client selection chose {chosen!r}")
             return
-        self._agg.begin_round(self._global)
+        # The stored aggregate came out of finish(), finite: scanning it would map it whole.
+        self._agg.begin_round(self._global, check_finite=self._stored is None)
         self._selected = tuple(chosen)
         self._reported = {}
         self._pending = set()
@@ -1006,6 +1046,9 @@ class Session:
             except AggregationError as err:
                 self._fail(f"round {round_number}: aggregation failed: {err}")
                 return
+            finally:
+                if self._stored is not None:
+                    self._stored.release()  # a server optimiser read the last aggregate
             await self._finish_round(round_number, weights, at_deadline=at_deadline)
 
     async def _finish_round(
@@ -1043,6 +1086,10 @@ class Session:
         # Checkpoint before anyone sees the aggregate: a client never trains from weights a
         # restarted aggregator would not have.
         await self._save(round_number, weights, completed=done, reason=reason)
+        stored = await self._store_weights(round_number, weights)
+        if stored is not None:
+            weights = stored.arrays
+            self._agg.weights = weights  # the heap copy goes when the last reference does
         self._global = weights
         self._completed_round = round_number
         self._latest = RoundResult(
@@ -1053,6 +1100,7 @@ class Session:
             dropped=dropped,
             metrics=metrics,
             exit=done,
+            stored=stored,
         )
         self._metrics.round_finished(self._id, record)
         if dropped:
@@ -1070,6 +1118,29 @@ class Session:
         self._round = round_number + 1
         self._try_open_locked()
         self._notify()
+
+    async def _store_weights(self, round_number: int, weights: list[Array]) -> WeightsFile | None:
+        """Move the aggregate to a :class:`WeightsFile` (None: keep it in memory: disabled,
+        or the file could not be written)."""
+        if self._weights_dir is False:
+            return None
+        directory = self._weights_dir
+        try:
+            stored = await self._run_to_end(lambda: WeightsFile.write(weights, directory))
+        except OSError as err:
+            _log.warning(
+                "session %s: round %d's aggregate stays in memory: cannot write it to a "
+                "file in %s: %s",
+                self._id,
+                round_number,
+                directory or "the temporary directory",
+                err,
+            )
+            return None
+        previous, self._stored = self._stored, stored
+        if previous is not None:
+            previous.close()  # arrays still in use keep their mapping
+        return stored
 
     def _fail(self, reason: str) -> None:
         _log.error("session %s failed: %s", self._id, reason)
