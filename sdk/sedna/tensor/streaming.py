@@ -18,7 +18,6 @@ stream.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,6 +40,7 @@ from sedna.tensor._wire import (
     wire_dtype,
 )
 from sedna.tensor.chunk_wire import RawChunk
+from sedna.tensor.crc import crc32
 from sedna.tensor.errors import TensorError, TensorStreamError
 
 __all__ = [
@@ -220,7 +220,7 @@ def _plan(tensors: NamedArrays, chunk_size: int) -> tuple[TensorManifest, list[m
         spec.dtype = data_type
         spec.shape.extend(arr.shape)
         spec.byte_length = payload.nbytes
-        spec.crc32 = zlib.crc32(payload)
+        spec.crc32 = crc32(payload)
         payloads.append(payload)
         total += payload.nbytes
     manifest.total_bytes = total
@@ -580,7 +580,7 @@ class TensorAssembler:
             )
         slot.buffer[offset:end] = data
         # Checksummed while the chunk is hot in cache rather than in a second pass at the end.
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = crc32(data, self._crc)
         self._offset = end
         self._received += size
         if end == slot.byte_length:

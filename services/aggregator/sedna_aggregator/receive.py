@@ -15,7 +15,6 @@ overlap, nothing past the end; CRC-32 per tensor; truncation).
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from sedna.api.common.v1.tensor_pb2 import TensorChunk, TensorFrame, TensorManif
 from sedna.tensor import TensorStreamError
 from sedna.tensor._wire import describe
 from sedna.tensor.chunk_wire import RawChunk
+from sedna.tensor.crc import crc32
 from sedna.tensor.streaming import check_manifest
 
 __all__ = ["LayerReceiver", "ReceivedPart"]
@@ -206,7 +206,7 @@ class LayerReceiver:
                 f"ends at {end} of {length} bytes"
             )
         part = self._take(data, offset, what)
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = crc32(data, self._crc)
         self._offset = end
         self._received += size
         if end < length:

@@ -20,12 +20,12 @@ from __future__ import annotations
 import mmap
 import tempfile
 import threading
-import zlib
 from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
 
+from sedna.tensor.crc import crc32
 from sedna_aggregator.core.model import Array
 
 __all__ = ["WeightsFile"]
@@ -95,7 +95,7 @@ class WeightsFile:
                 file.seek(offset)
                 for start in range(0, data.nbytes, _COPY_BLOCK):
                     block = data[start : start + _COPY_BLOCK]
-                    crc = zlib.crc32(block, crc)
+                    crc = crc32(block, crc)
                     file.write(block)
                 crcs.append(crc)
             file.truncate(max(end, 1))
