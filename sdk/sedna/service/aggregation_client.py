@@ -66,6 +66,7 @@ from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
 from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
 from sedna.common.errors import SednaError
 from sedna.runtime.channel import ChannelConfig, open_sync_channel
+from sedna.runtime.memory import tune_malloc
 from sedna.tensor import (
     DEFAULT_CHUNK_SIZE,
     TensorAssembler,
@@ -448,6 +449,9 @@ class AggregationClient:
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, not {timeout}")
+        # Each push and pull copies a model through chunk-sized buffers and allocates the
+        # pulled layers: from the heap, not a fresh zeroed mapping per buffer.
+        tune_malloc()
         target = _target(host, int(port))
         if channel_config is None:
             channel_config = ChannelConfig(target=target)

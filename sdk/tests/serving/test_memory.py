@@ -79,3 +79,16 @@ def test_a_service_chooses_its_own_default_and_the_environment_still_wins(
     assert memory.tune_malloc(environ, default=8 << 20) == 1048576
     monkeypatch.setattr(memory, "_applied", None)
     assert memory.tune_malloc({memory.MMAP_THRESHOLD_ENV: "lots"}, default=8 << 20) == 8 << 20
+
+
+def test_an_aggregation_client_tunes_its_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Trainers copy a model through chunk buffers every round (as inference clients do).
+    from sedna.service.aggregation_client import AggregationClient
+
+    libc = FakeLibc()
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    monkeypatch.delenv(memory.MMAP_THRESHOLD_ENV, raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    with AggregationClient("127.0.0.1", 1):
+        pass
+    assert libc.calls[0] == (-3, memory.DEFAULT_MMAP_THRESHOLD)
