@@ -119,6 +119,13 @@ def setup(
         on_assembly=metrics.updates_in_flight.inc,
         on_waiting=metrics.updates_waiting.inc,
         objects=objects,
+        weights_dir=(
+            False
+            if settings.weights_in_memory
+            else None
+            if settings.weights_dir is None
+            else str(settings.weights_dir)
+        ),
     )
     server.add_servicer(add_aggregation_service, servicer, SERVICE_NAME)
     server.on_shutdown(servicer.aclose)

@@ -428,3 +428,24 @@ def test_bdp_probing_is_off_unless_turned_on(probe: bool | None, expected: int) 
     app.setup(server, settings)
     options = dict(server._server_options())
     assert options["grpc.http2.bdp_probe"] == expected
+
+
+@pytest.mark.parametrize("where", ["weights_dir", "weights_in_memory"], ids=["file", "memory"])
+async def test_the_settings_choose_where_the_aggregate_is_kept(where: str, tmp_path: Path) -> None:
+    fields: dict[str, Any] = (
+        {"weights_dir": tmp_path} if where == "weights_dir" else {"weights_in_memory": True}
+    )
+    async with serve(exit_round=1, min_participants=2, **fields) as h:
+        for cid in ("a", "b"):
+            await join(h, cid, 10)
+        updates = [(weights(40 + k), 10) for k in range(2)]
+        for cid, (w, n) in zip("ab", updates, strict=True):
+            await push(h, cid, 1, w, n)
+        _header, got = await pull(h, 1)
+        assert_close(got, fedavg(updates))
+        latest = h.servicer.sessions[SID].latest
+        assert latest is not None
+        if where == "weights_dir":
+            assert latest.stored is not None  # an unlinked file in tmp_path
+        else:
+            assert latest.stored is None
