@@ -170,7 +170,10 @@ class ServiceServer:
         self._stop_task: asyncio.Task[None] | None = None
         self._stop_grace: float | None = None
         self._force_task: asyncio.Task[None] | None = None
+        self._exit_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self.exit_code = 0
+        """What :func:`run_service` returns once the server stopped (see :meth:`request_exit`)."""
 
     # -- registration --------------------------------------------------------------------
 
@@ -478,6 +481,18 @@ class ServiceServer:
             await server.stop(grace)
         await asyncio.shield(self._stop_task)
 
+    def request_exit(self, code: int = 0) -> None:
+        """Drain and stop from inside the service (its work is done), as a signal would;
+        :func:`run_service` then returns ``code`` as the process's exit code.
+
+        Must be called on the server's event loop. Idempotent: the first code stays.
+        """
+        if self._exit_task is not None:
+            return
+        self.exit_code = code
+        _log.info("the service asked to exit", extra={"exit_code": code})
+        self._exit_task = asyncio.ensure_future(self.stop())
+
     async def _drain(self, server: grpc.aio.Server, grace: float) -> None:
         began = time.monotonic()
         _log.info("draining", extra={"grace_seconds": grace})
@@ -602,20 +617,21 @@ def run_service(settings: ServiceSettings, setup_fn: SetupFn) -> int:
     Returns
     -------
     int
-        Process exit code: 0 after a clean drain, 1 when the server could not start.
+        Process exit code: 0 after a clean drain (or the code the service passed to
+        :meth:`ServiceServer.request_exit`), 1 when the server could not start.
     """
     configure_logging(settings.log_level, settings.log_format)
 
-    async def main() -> None:
+    async def main() -> int:
         server = ServiceServer(settings)
         result = setup_fn(server)
         if inspect.isawaitable(result):
             await result
         await server.run_until_signal()
+        return server.exit_code
 
     try:
-        asyncio.run(main())
+        return asyncio.run(main())
     except ServerStartError as exc:
         _log.error("cannot start: %s", exc)
         return 1
-    return 0

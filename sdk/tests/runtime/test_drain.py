@@ -260,3 +260,25 @@ async def test_run_service_reports_start_failure_with_exit_code(tmp_path: Path, 
     finally:
         blocker.close()
         await blocker.wait_closed()
+
+
+def test_a_service_that_asks_to_exit_drains_and_returns_its_code(settings_factory: Any) -> None:
+    import logging
+
+    from sedna.runtime.server import run_service
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # run_service configures logging
+    seen: list[str] = []
+
+    def setup(server: ServiceServer) -> None:
+        server.on_startup(lambda: server.request_exit(3))
+        server.on_startup(lambda: server.request_exit(5))  # the first code stays
+        server.on_shutdown(lambda: seen.append("shutdown"))
+
+    try:
+        assert run_service(settings_factory(), setup) == 3
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert seen == ["shutdown"]

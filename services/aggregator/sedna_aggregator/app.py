@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Final
 
@@ -9,6 +10,7 @@ from sedna.runtime import ServiceServer
 from sedna.runtime.memory import tune_malloc
 from sedna_aggregator.core import Clock, LocalFileRoundStore, RoundStore, Runner
 from sedna_aggregator.core.ports import WeightsObjects
+from sedna_aggregator.exit_when_done import watch_sessions
 from sedna_aggregator.metrics import AggregatorMetrics
 from sedna_aggregator.servicer import SERVICE_NAME, AggregationServicer, add_aggregation_service
 from sedna_aggregator.settings import AggregatorSettings
@@ -128,8 +130,27 @@ def setup(
         ),
     )
     server.add_servicer(add_aggregation_service, servicer, SERVICE_NAME)
+    if settings.exit_when_done:
+        _exit_when_done(server, servicer, settings.exit_grace_seconds)
     server.on_shutdown(servicer.aclose)
     close_store = getattr(store, "aclose", None)
     if close_store is not None:
         server.on_shutdown(close_store)
     return servicer
+
+
+def _exit_when_done(server: ServiceServer, servicer: AggregationServicer, grace: float) -> None:
+    """Run :func:`watch_sessions` while the server serves (``exit_when_done``)."""
+    tasks: list[asyncio.Task[None]] = []
+
+    def start() -> None:
+        watch = watch_sessions(lambda: servicer.sessions, server.request_exit, grace=grace)
+        tasks.append(asyncio.ensure_future(watch))
+
+    async def stop() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    server.on_startup(start)
+    server.on_shutdown(stop)

@@ -115,6 +115,20 @@ class AggregatorSettings(ServiceSettings):
         "upload speed.",
     )
 
+    exit_when_done: bool = Field(
+        default=False,
+        description="Drain and exit once every session served is finished, as upstream's "
+        "aggregation worker did: 0 when all completed and their trainers left (or "
+        "exit_grace_seconds after completion), 1 as soon as one failed. Lets a "
+        "FederatedLearningJob's aggregation worker run sedna-aggregator directly.",
+    )
+    exit_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="With exit_when_done: seconds after completion to wait for trainers still "
+        "joined (pulling the last aggregate) before exiting anyway.",
+    )
+
     # -- Redis checkpoints -------------------------------------------------------------------
     redis_url: str | None = Field(
         default=None,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
@@ -79,6 +80,53 @@ def test_console_script_serves_a_round(tmp_path: Path) -> None:
         assert (tmp_path / "session-ns%2Fjob" / "checkpoint.json").exists()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _drain_stderr(process: subprocess.Popen[str]) -> list[str]:
+    """The rest of the log, read until the process ends (within the deadline)."""
+    assert process.stderr is not None
+    lines = list(process.stderr)
+    process.wait(timeout=DEADLINE_SECONDS)
+    return lines
+
+
+def _one_round(port: int, leave: bool) -> None:
+    from sedna.service.aggregation_client import AggregationClient
+
+    with AggregationClient("127.0.0.1", port, timeout=DEADLINE_SECONDS) as client:
+        client.join("default/fl-exit", "trainer-1", sample_count=10)
+        client.push(1, [np.ones(4, np.float32)], sample_count=10)
+        got = client.pull(1, timeout=DEADLINE_SECONDS)
+        assert got.exit
+        if leave:
+            client.leave()
+
+
+@pytest.mark.parametrize(
+    ("grace", "leave", "logged"),
+    [
+        # Exits well before the 60 s grace: the trainer left.
+        ("60", True, "every session completed; exiting"),
+        # A trainer that stays joined is waited for the grace only.
+        ("0.5", False, "1 trainer(s) still joined"),
+    ],
+    ids=["trainer-left", "grace-passed"],
+)
+def test_exit_when_done_exits_0_once_the_session_completed(
+    grace: str, leave: bool, logged: str
+) -> None:
+    args = ["--port", "0", "--metrics-port", "none", "--drain-seconds", "1"]
+    args += ["--exit-when-done", "--exit-round", "1", "--exit-grace-seconds", grace]
+    process, port = _start(args)
+    try:
+        _one_round(port, leave=leave)
+        log = _drain_stderr(process)
+        assert process.returncode == 0, log
+        assert any(logged in line for line in log), log
     finally:
         if process.poll() is None:
             process.kill()
