@@ -4,6 +4,7 @@
 Kubernetes mode: the job becomes the aggregator Pod, the ``<name>-aggregation`` Service on
 7363 and one train Pod per training worker on its Dataset's node, with upstream's env
 contract; its status follows the Pods' phases; deleting it removes the Pods and the Service.
+A trainer Pod's report to its node's LC reaches the job's status (round, sample counts).
 The Kubernetes helpers are those of ``test_joint_inference_controller.py``, loaded by path.
 """
 
@@ -17,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 from support.modules import load_module
+
+from sedna.service.client import LCClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -119,3 +122,59 @@ async def test_the_upstream_yaml_deploys_unchanged(tmp_path: Path) -> None:
             )
 
         await ji.eventually(removed, 30, "Pods, Service and the job gone")
+
+
+async def test_trainer_reports_reach_the_job_status_in_kubernetes_mode(tmp_path: Path) -> None:
+    """A trainer Pod on the LC's node reports its round and samples to the node's LC (the
+    upstream worker report API, as ``FederatedLearning.train`` does); the LC relays it to the
+    GM, whose controller writes ``currentRound``, ``sampleCounts`` and the Training message
+    into the custom resource's status in the API server."""
+    text = YAML.read_text().replace("edge1-node-name", "edge-1")  # the embedded LC's node
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    async with ji.kubernetes_stack(tmp_path) as (cluster, api, running):
+        for doc in docs:
+            await api.apply(doc)
+        trainer = await _trainer_on(cluster, "edge-1")
+        env = _env(trainer)
+
+        async def training() -> bool:
+            status = await api.status(NAME, KIND)
+            return ji.condition(status, "Training").get("status") == "True"
+
+        await ji.eventually(training, 30, "the Training condition (all Pods Running)")
+        message = {  # what FederatedLearning.train sends after pulling round 2
+            "name": env["WORKER_NAME"],
+            "namespace": env["NAMESPACE"],
+            "ownerName": env["JOB_NAME"],
+            "ownerKind": "federatedlearningjob",
+            "kind": "train",
+            "status": "running",
+            "ownerInfo": {"currentRound": 2, "sampleCount": 123},
+        }
+        lc_server = f"http://127.0.0.1:{running.lc.http.port}"
+        answer = await asyncio.to_thread(LCClient.send, lc_server, env["WORKER_NAME"], message)
+        assert answer == {"Status": 200, "Message": "OK"}
+
+        async def reported() -> bool:
+            status = await api.status(NAME, KIND)
+            return status.get("currentRound") == 2 and bool(status.get("sampleCounts"))
+
+        await ji.eventually(reported, 30, "the trainer's report in the job status")
+        status = await api.status(NAME, KIND)
+        assert status["sampleCounts"] == [
+            {"nodeName": "edge-1", "workerName": env["WORKER_NAME"], "sampleCount": 123}
+        ]
+        assert "round 2" in ji.condition(status, "Training")["message"]
+
+
+async def _trainer_on(cluster: Any, node: str) -> dict[str, Any]:
+    """The train Pod on ``node``, once the job's three Pods exist; all set Running."""
+
+    async def deployed() -> bool:
+        return len(await _pods(cluster)) == 3
+
+    await ji.eventually(deployed, 30, "the aggregator and two train Pods")
+    pods = await _pods(cluster)
+    for pod in pods:
+        await _set_phase(cluster, pod["metadata"]["name"], "Running")
+    return next(p for p in pods if _type(p) == "train" and p["spec"]["nodeName"] == node)

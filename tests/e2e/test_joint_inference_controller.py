@@ -300,10 +300,10 @@ async def test_local_runtime_failure_is_reported_and_recovers(tmp_path: Path) ->
 
 
 @asynccontextmanager
-async def kubernetes_gm(tmp_path: Path) -> AsyncIterator[tuple[Any, Api]]:
+async def kubernetes_stack(tmp_path: Path) -> AsyncIterator[tuple[Any, Api, Any]]:
     """The API emulator (CRDs, Deployments, Services) and a GM in Kubernetes mode against it
     (``--store-url kubernetes:// --runtime kubernetes``) with an LC on node ``edge-1``;
-    yields the emulated cluster and the GM's resource API."""
+    yields the emulated cluster, the GM's resource API and the running GM/LC pair."""
     async with k8s_emulator.emulated_api_server(
         crds=CRDS, builtin_resources=True, namespaces=("default",)
     ) as cluster:
@@ -318,7 +318,14 @@ async def kubernetes_gm(tmp_path: Path) -> AsyncIterator[tuple[Any, Api]]:
             workload_poll_seconds=0.2,
         )
         async with stack as running, grpc.aio.insecure_channel(running.gm_address) as channel:
-            yield cluster, Api(channel)
+            yield cluster, Api(channel), running
+
+
+@asynccontextmanager
+async def kubernetes_gm(tmp_path: Path) -> AsyncIterator[tuple[Any, Api]]:
+    """:func:`kubernetes_stack` without the running pair."""
+    async with kubernetes_stack(tmp_path) as (cluster, api, _running):
+        yield cluster, api
 
 
 async def read_object(cluster: Any, kind: str, name: str) -> dict[str, Any] | None:
