@@ -18,7 +18,7 @@ stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -179,13 +179,21 @@ class FramePlan:
                 yield index, offset, payload[offset : offset + size]
 
 
-def plan_frames(tensors: NamedArrays, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> FramePlan:
+def plan_frames(
+    tensors: NamedArrays,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    crc32s: Sequence[int] | None = None,
+) -> FramePlan:
     """Lay out and checksum named arrays once, for streaming them many times.
 
     Parameters
     ----------
     tensors, chunk_size
         As for :func:`iter_frames`; the arrays must not change while the plan is in use.
+    crc32s
+        The tensors' CRC-32s when the caller has them already (computed while writing the
+        bytes elsewhere, say): no pass over the arrays. One per tensor.
 
     Returns
     -------
@@ -197,11 +205,13 @@ def plan_frames(tensors: NamedArrays, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -
     TensorError
         As :func:`iter_frames`.
     """
-    manifest, payloads = _plan(tensors, chunk_size)
+    manifest, payloads = _plan(tensors, chunk_size, crc32s)
     return FramePlan(manifest, payloads, chunk_size)
 
 
-def _plan(tensors: NamedArrays, chunk_size: int) -> tuple[TensorManifest, list[memoryview]]:
+def _plan(
+    tensors: NamedArrays, chunk_size: int, crc32s: Sequence[int] | None = None
+) -> tuple[TensorManifest, list[memoryview]]:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise TensorError(f"chunk_size must be an int, got {type(chunk_size).__name__}")
     if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
@@ -209,7 +219,10 @@ def _plan(tensors: NamedArrays, chunk_size: int) -> tuple[TensorManifest, list[m
     manifest = TensorManifest(chunk_size=chunk_size)
     payloads: list[memoryview] = []
     total = 0
-    for index, (name, array) in enumerate(iter_named(tensors)):
+    named = list(iter_named(tensors))
+    if crc32s is not None and len(crc32s) != len(named):
+        raise TensorError(f"{len(crc32s)} CRC-32s for {len(named)} tensors")
+    for index, (name, array) in enumerate(named):
         arr, data_type = as_wire_array(array, describe(name, index))
         # A flat uint8 view gives byte offsets and a plain "B" memoryview for any dtype
         # (bfloat16 and complex have buffer formats memoryview cannot slice by byte);
@@ -220,7 +233,7 @@ def _plan(tensors: NamedArrays, chunk_size: int) -> tuple[TensorManifest, list[m
         spec.dtype = data_type
         spec.shape.extend(arr.shape)
         spec.byte_length = payload.nbytes
-        spec.crc32 = crc32(payload)
+        spec.crc32 = crc32(payload) if crc32s is None else crc32s[index]
         payloads.append(payload)
         total += payload.nbytes
     manifest.total_bytes = total
@@ -439,14 +452,12 @@ class TensorAssembler:
         """
         if isinstance(frame, RawChunk):
             return self.feed_chunk(frame)
+        kind = frame.WhichOneof("frame")
+        if kind == "chunk":
+            return self.feed_chunk(frame.chunk)
         self._check_not_failed()
         try:
-            kind = frame.WhichOneof("frame")
-            if kind == "chunk":
-                chunk = frame.chunk
-                # Read once: every access to a bytes field makes a new ``bytes`` object.
-                self._on_chunk(chunk.tensor_index, chunk.offset, chunk.data)
-            elif kind == "manifest":
+            if kind == "manifest":
                 self._on_manifest(frame.manifest)
             else:
                 raise TensorStreamError(

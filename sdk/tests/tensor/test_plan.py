@@ -63,3 +63,19 @@ def test_plan_frames_checks_its_arguments_up_front() -> None:
         plan_frames([("a", np.ones(2))], chunk_size=0)
     with pytest.raises(TensorError, match=r"no wire|dtype|object"):
         plan_frames([("a", np.array(["x"], dtype=object))])
+
+
+def test_known_crc32s_are_used_as_given() -> None:
+    import numpy as np
+
+    from sedna.tensor import TensorError, plan_frames
+
+    arrays = [("a", np.arange(10, dtype=np.float32)), ("b", np.ones(3, np.float64))]
+    computed = plan_frames(arrays, chunk_size=16)
+    given = plan_frames(arrays, chunk_size=16, crc32s=[t.crc32 for t in computed.manifest.tensors])
+    assert given.manifest == computed.manifest
+    assert plan_frames(arrays, chunk_size=16, crc32s=[1, 2]).manifest.tensors[1].crc32 == 2
+    import pytest
+
+    with pytest.raises(TensorError, match="1 CRC-32s for 2 tensors"):
+        plan_frames(arrays, chunk_size=16, crc32s=[1])

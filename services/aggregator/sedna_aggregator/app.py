@@ -24,7 +24,8 @@ Above the 4 MiB chunk messages, so each message's buffers are reused from the he
 being mapped and zeroed afresh; below most layers, so a round's sums and assembled layers
 are mapped and handed back to the kernel when freed, and the resident size follows the live
 memory. Measured on the federated-learning bench (K=8, 100 MB model): peak RSS 2.6x the
-model at 8 MiB, 3.2x at sedna.runtime.memory's 16 MiB default, same round time."""
+model at 8 MiB, 3.2x at sedna.runtime.memory's 16 MiB default (and 2.94 s per round
+against 3.29 s)."""
 
 _log = logging.getLogger(__name__)
 

@@ -21,13 +21,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
 from sedna.api.common.v1.tensor_pb2 import DataType, TensorManifest
-from sedna.tensor import (
-    FramePlan,
-    TensorError,
-    data_type_name,
-    from_numpy_dtype,
-    to_numpy_dtype,
-)
+from sedna.tensor import TensorError, data_type_name, from_numpy_dtype, to_numpy_dtype
 from sedna_aggregator.core import (
     MalformedUpdateError,
     RoundResult,
@@ -37,7 +31,6 @@ from sedna_aggregator.core import (
     SessionStatus,
     TargetMode,
 )
-from sedna_aggregator.core.model import Array
 
 __all__ = [
     "Template",
@@ -52,7 +45,6 @@ __all__ = [
     "result_header",
     "state_to_proto",
     "status_to_proto",
-    "stored_plan",
 ]
 
 Template = Sequence[tuple[tuple[int, ...], np.dtype[Any]]]
@@ -298,23 +290,3 @@ def check_object_tensor(
         )
     _check_dtype(client_id, what, array.dtype, want_dtype)
     return index
-
-
-def stored_plan(
-    layers: list[tuple[str, Array]], crc32s: Sequence[int], chunk_size: int
-) -> FramePlan:
-    """The stream plan of named arrays whose CRC-32s are known (a
-    :class:`~sedna_aggregator.core.weights_file.WeightsFile`'s): no pass over their bytes."""
-    manifest = TensorManifest(chunk_size=chunk_size)
-    payloads: list[memoryview] = []
-    for (name, array), crc in zip(layers, crc32s, strict=True):
-        payload = array.reshape(-1).view(np.uint8).data
-        spec = manifest.tensors.add()
-        spec.name = name
-        spec.dtype = from_numpy_dtype(array.dtype)
-        spec.shape.extend(array.shape)
-        spec.byte_length = payload.nbytes
-        spec.crc32 = crc
-        payloads.append(payload)
-    manifest.total_bytes = sum(p.nbytes for p in payloads)
-    return FramePlan(manifest, payloads, chunk_size)

@@ -670,7 +670,9 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         layers = [(convert.layer_name(i), layer) for i, layer in enumerate(result.weights or ())]
         try:
             if result.stored is not None:  # checksummed when written: no pass over the file
-                plan = convert.stored_plan(layers, result.stored.crc32s, self._send_chunk_bytes)
+                plan = plan_frames(
+                    layers, chunk_size=self._send_chunk_bytes, crc32s=result.stored.crc32s
+                )
             else:
                 plan = await asyncio.to_thread(
                     plan_frames, layers, chunk_size=self._send_chunk_bytes

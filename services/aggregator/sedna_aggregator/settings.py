@@ -77,8 +77,8 @@ class AggregatorSettings(ServiceSettings):
         gt=0,
         description="Updates received at once; further PushUpdate calls wait their turn. Each "
         "chunk is added into the round's sums as it arrives, so an update in flight holds a "
-        "chunk message, not a model (measured K=8, 100 MB model: 2 is the fastest; 1 and 4 "
-        "were 20-30% slower).",
+        "chunk message, not a model (measured K=8, 100 MB model: 2 is the fastest; 4 and 1 "
+        "were 16% and 32% slower).",
     )
     weights_dir: Path | None = Field(
         default=None,

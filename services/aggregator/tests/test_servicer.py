@@ -386,21 +386,12 @@ async def test_concurrent_pulls_of_a_round_share_one_checksummed_plan(
     built: list[int] = []
     real = servicer_module.plan_frames
 
-    def counting(tensors: Any, *, chunk_size: int) -> Any:
-        plan = real(tensors, chunk_size=chunk_size)
-        built.append(int(plan.manifest.total_bytes))
-        return plan
-
-    real_stored = servicer_module.convert.stored_plan
-
-    def counting_stored(layers: Any, crc32s: Any, chunk_size: int) -> Any:
-        plan = real_stored(layers, crc32s, chunk_size)
+    def counting(tensors: Any, *, chunk_size: int, crc32s: Any = None) -> Any:
+        plan = real(tensors, chunk_size=chunk_size, crc32s=crc32s)
         built.append(int(plan.manifest.total_bytes))
         return plan
 
     monkeypatch.setattr(servicer_module, "plan_frames", counting)
-    # Aggregates kept in a WeightsFile come with their CRC-32s: the plan is built from them.
-    monkeypatch.setattr(servicer_module.convert, "stored_plan", counting_stored)
     async with serve(exit_round=2, min_participants=2, send_chunk_bytes=CHUNK) as h:
         for cid in ("a", "b"):
             await join(h, cid, 10)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -127,13 +128,6 @@ def _as_layer(layer: object, where: str, *, check_finite: bool = True) -> Array:
     if bad:
         raise AggregationError(f"{where} holds {bad} NaN or infinite value(s)")
     return array
-
-
-def _elements(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= int(dim)
-    return count
 
 
 def _layer_what(client_id: str, index: object, name: str) -> str:
@@ -705,7 +699,7 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
             index = int(index)
             if update.added[index]:
                 raise AggregationError(f"{what} was sent twice")
-            size = _elements(template[index][0])
+            size = math.prod(template[index][0])
             filled = update.filled.get(index, 0)
             block = _flat(_as_layer(part, f"{what}, elements from {start}"))
             if start != filled:
