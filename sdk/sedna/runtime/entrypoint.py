@@ -109,6 +109,9 @@ def build_parser(
         env = f"{prefix}{name.upper()}"
         help_text = (field.description or name.replace("_", " ").capitalize()).rstrip(".")
         help_text += f". [env: {env}; default: {_default_text(field)}]"
+        # argparse %-formats help strings; a literal '%' in a description or default would
+        # make --help crash.
+        help_text = help_text.replace("%", "%%")
         if _is_bool(field):
             parser.add_argument(
                 _flag(name),

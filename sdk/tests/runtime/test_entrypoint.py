@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from sedna import __version__
@@ -38,6 +39,23 @@ def test_help_lists_every_non_secret_setting_with_its_env_var(
             assert flag in text, name
             assert f"SEDNA_DEMO_{name.upper()}" in text, name
     assert "Precedence: flags > environment variables" in text
+
+
+class PercentSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="SEDNA_PCT_")
+    share: float = Field(0.5, description="Share of clients (50% by default, 'x%s' is literal).")
+    pattern: str = Field("%d-%s", description="A default that contains percent signs.")
+
+
+def test_help_shows_percent_signs_in_descriptions_and_defaults_literally(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser(PercentSettings, "sedna-pct", "A 100% demo.").parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(50% by default, 'x%s' is literal)" in text
+    assert "default: %d-%s" in text
 
 
 def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
