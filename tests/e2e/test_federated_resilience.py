@@ -72,11 +72,38 @@ def _env() -> dict[str, str]:
 
 
 @dataclass
+class Hold:
+    """A report the stand-in LC does not answer until released: the trainer that sent it
+    waits in its report call, between pulling a round's aggregate and training the next."""
+
+    worker: str
+    round: int
+    reached: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def matches(self, body: dict[str, Any]) -> bool:
+        owner = body.get("ownerInfo") or {}
+        return body.get("name") == self.worker and owner.get("currentRound") == self.round
+
+    def wait_reached(self, within: float) -> None:
+        if not self.reached.wait(within):
+            raise AssertionError(f"{self.worker} did not report round {self.round} in {within}s")
+
+
+@dataclass
 class Reports:
-    """The stand-in LC: its URL and the reports received, as (monotonic time, body)."""
+    """The stand-in LC: its URL, the reports received, as (monotonic time, body), and holds."""
 
     url: str
     received: list[tuple[float, dict[str, Any]]]
+    holds: list[Hold] = field(default_factory=list)
+
+    def hold(self, worker: str, round_number: int) -> Hold:
+        """Keep ``worker`` in its report of ``round_number`` until released (or torn down):
+        the next round cannot complete without it, so a job stopped there is mid-job."""
+        held = Hold(worker, round_number)
+        self.holds.append(held)
+        return held
 
     def rounds_since(self, since: float) -> list[int]:
         """``currentRound`` of the trainers' round reports received after ``since``."""
@@ -92,14 +119,22 @@ class _Reports(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        received = self.server.received  # type: ignore[attr-defined]
-        received.append((time.monotonic(), json.loads(body)))
+        reports: Reports = self.server.reports  # type: ignore[attr-defined]
+        message = json.loads(body)
+        reports.received.append((time.monotonic(), message))
+        for held in reports.holds:
+            if held.matches(message):
+                held.reached.set()
+                held.released.wait(JOB_DEADLINE)
         answer = json.dumps({"Status": 200, "Message": "OK"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+        except OSError:
+            return  # the held trainer was killed meanwhile
 
     def log_message(self, *args: Any) -> None:
         return
@@ -108,13 +143,16 @@ class _Reports(BaseHTTPRequestHandler):
 @pytest.fixture
 def lc_server() -> Iterator[Reports]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Reports)
-    received: list[tuple[float, dict[str, Any]]] = []
-    server.received = received  # type: ignore[attr-defined]
+    server.daemon_threads = True
+    reports = Reports(f"http://127.0.0.1:{server.server_address[1]}", [])
+    server.reports = reports  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Reports(f"http://127.0.0.1:{server.server_address[1]}", received)
+        yield reports
     finally:
+        for held in reports.holds:
+            held.released.set()
         server.shutdown()
         server.server_close()
 
@@ -327,12 +365,16 @@ def test_a_killed_trainer_costs_its_rounds_a_deadline_and_the_job_finishes(
     make_job: Callable[..., Job],
 ) -> None:
     job = make_job(exit_round=3, min_participants=2, round_timeout=ROUND_TIMEOUT)
+    victim = "edge-3"
+    # The victim is held in its round-1 report: round 2 cannot close without it (or its
+    # deadline), so the kill lands mid-job however fast the machine trains.
+    held = job.reports.hold(f"trainer-{victim}", 1)
     job.start_aggregator()
     for node in NODES:
         job.start_trainer(node)
-    job.wait_aggregated(1)
-    victim = "edge-3"
+    held.wait_reached(JOB_DEADLINE)
     _kill(job.trainers[victim])
+    held.released.set()
     killed_after = job.checkpointed_round()
     assert killed_after < job.exit_round, "the job finished before the kill"
 
@@ -354,11 +396,13 @@ def test_a_killed_trainer_below_the_minimum_fails_the_job_clearly(
     job = make_job(
         exit_round=20, min_participants=3, round_timeout=ROUND_TIMEOUT, below_minimum="fail"
     )
+    held = job.reports.hold("trainer-edge-3", 1)
     job.start_aggregator()
     for node in NODES:
         job.start_trainer(node)
-    job.wait_aggregated(1)
+    held.wait_reached(JOB_DEADLINE)
     _kill(job.trainers["edge-3"])
+    held.released.set()
 
     codes = job.wait_trainers(["edge-1", "edge-2"], JOB_DEADLINE)
     for node in ("edge-1", "edge-2"):
@@ -373,9 +417,13 @@ def test_a_killed_aggregator_restarted_on_its_checkpoints_resumes_the_job(
     make_job: Callable[..., Job],
 ) -> None:
     job = make_job(exit_round=5, min_participants=3, round_timeout=JOB_DEADLINE)
+    # edge-1 is held in its round-2 report: round 3 needs all three, so the aggregator is
+    # killed mid-job (after round 2's checkpoint) however fast the machine trains.
+    held = job.reports.hold("trainer-edge-1", 2)
     job.start_aggregator()
     for node in NODES:
         job.start_trainer(node)
+    held.wait_reached(JOB_DEADLINE)
     job.wait_aggregated(2)
     assert job.aggregator is not None
     _kill(job.aggregator)
@@ -385,6 +433,7 @@ def test_a_killed_aggregator_restarted_on_its_checkpoints_resumes_the_job(
 
     restarted_at = time.monotonic()
     job.start_aggregator()
+    held.released.set()
     # The restored session is at the round after its checkpoint, not back at round 1.
     first = eventually(job.status, 60, "the trainers re-joining the restarted aggregator")
     assert first.current_round >= resumed_from + 1 or first.state == pb.SESSION_STATE_COMPLETED
