@@ -15,7 +15,9 @@ and when an :class:`~sedna.service.oip_client.InferenceClient` is created. It do
 where the C library is not glibc, when ``MALLOC_MMAP_THRESHOLD_`` is set in the
 environment (glibc's own tunable wins), or when ``SEDNA_MALLOC_MMAP_THRESHOLD`` is ``0``.
 ``SEDNA_MALLOC_MMAP_THRESHOLD`` (bytes) also sets another threshold. The cost: up to
-about ``trim threshold`` bytes of freed memory stay mapped per malloc arena.
+about ``trim threshold`` bytes of freed memory stay mapped per malloc arena, which is why
+:func:`limit_malloc_arenas` caps the arenas of a service whose buffers cross threads (the
+aggregator).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Final
 __all__ = [
     "DEFAULT_MMAP_THRESHOLD",
     "MMAP_THRESHOLD_ENV",
+    "limit_malloc_arenas",
     "tune_malloc",
 ]
 
@@ -41,6 +44,7 @@ MMAP_THRESHOLD_ENV: Final = "SEDNA_MALLOC_MMAP_THRESHOLD"
 """Bytes; ``0`` turns the tuning off."""
 _M_TRIM_THRESHOLD: Final = -1
 _M_MMAP_THRESHOLD: Final = -3
+_M_ARENA_MAX: Final = -8
 _TRIM_FACTOR: Final = 4
 
 _log = logging.getLogger(__name__)
@@ -114,3 +118,36 @@ def tune_malloc(
         libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_FACTOR * threshold)
         _applied = threshold
         return threshold
+
+
+def limit_malloc_arenas(arenas: int, environ: Mapping[str, str] | None = None) -> bool:
+    """Cap the number of glibc malloc arenas of this process (``mallopt(M_ARENA_MAX)``).
+
+    glibc gives threads that contend for the heap arenas of their own (up to 8 per core),
+    and each arena keeps up to the trim threshold of freed memory. A service whose large
+    buffers are freed by other threads than the ones that allocated them (the gRPC core's,
+    the event loop's, the default executor's) then holds several such reserves at once.
+    Call it early: arenas that already exist stay.
+
+    Parameters
+    ----------
+    arenas
+        The most arenas (>= 1).
+    environ
+        Where ``MALLOC_ARENA_MAX`` is read (glibc's own tunable wins); ``os.environ`` when None.
+
+    Returns
+    -------
+    bool
+        True when the cap was set; False where the C library is not glibc, when
+        ``MALLOC_ARENA_MAX`` is set, or when ``mallopt`` refused.
+    """
+    if arenas < 1:
+        raise ValueError(f"arenas must be >= 1, not {arenas}")
+    env = os.environ if environ is None else environ
+    if env.get("MALLOC_ARENA_MAX", "").strip():
+        return False
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas) == 1)

@@ -92,3 +92,23 @@ def test_an_aggregation_client_tunes_its_process(monkeypatch: pytest.MonkeyPatch
     with AggregationClient("127.0.0.1", 1):
         pass
     assert libc.calls[0] == (-3, memory.DEFAULT_MMAP_THRESHOLD)
+
+
+def test_arenas_are_capped_unless_glibc_s_own_variable_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    libc = FakeLibc()
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    assert memory.limit_malloc_arenas(1, {}) is True
+    assert libc.calls == [(-8, 1)]
+    assert memory.limit_malloc_arenas(2, {"MALLOC_ARENA_MAX": "4"}) is False
+    assert libc.calls == [(-8, 1)]
+    monkeypatch.setattr(memory, "_glibc", lambda: FakeLibc(accept=False))
+    assert memory.limit_malloc_arenas(1, {}) is False
+    monkeypatch.setattr(memory, "_glibc", lambda: None)
+    assert memory.limit_malloc_arenas(1, {}) is False
+
+
+def test_an_arena_cap_below_one_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="arenas must be >= 1, not 0"):
+        memory.limit_malloc_arenas(0, {})

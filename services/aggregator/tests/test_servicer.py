@@ -421,6 +421,14 @@ def test_bdp_probing_is_off_unless_turned_on(probe: bool | None, expected: int) 
     assert options["grpc.http2.bdp_probe"] == expected
 
 
+def test_setup_caps_the_malloc_arenas(monkeypatch: pytest.MonkeyPatch) -> None:
+    capped: list[int] = []
+    monkeypatch.setattr(app, "limit_malloc_arenas", capped.append)
+    settings = AggregatorSettings(host="127.0.0.1", port=0, metrics_port=None)
+    app.setup(ServiceServer(settings), settings)
+    assert capped == [app.MALLOC_ARENAS]
+
+
 @pytest.mark.parametrize("where", ["weights_dir", "weights_in_memory"], ids=["file", "memory"])
 async def test_the_settings_choose_where_the_aggregate_is_kept(where: str, tmp_path: Path) -> None:
     fields: dict[str, Any] = (
