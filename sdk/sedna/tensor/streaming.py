@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_MAX_TOTAL_BYTES",
     "MAX_CHUNK_SIZE",
     "FramePlan",
+    "StreamCursor",
     "TensorAssembler",
     "TensorLayout",
     "aiter_frames",
@@ -329,19 +330,169 @@ def check_manifest(
     return layouts, total
 
 
-@dataclass(slots=True)
-class _Slot:
-    """One tensor of the manifest and the buffer its bytes are written into."""
+class StreamCursor:
+    """A receiver's place in a stream whose manifest checked out, and the rules its chunks
+    follow: chunks in manifest order, every one but a tensor's last exactly ``chunk_size``
+    bytes, no gap, no overlap, nothing past a tensor's end, each tensor's CRC-32 as announced.
 
-    name: str
-    what: str
-    data_type: int
-    shape: tuple[int, ...]
-    byte_length: int
-    crc32: int
-    array: np.ndarray[Any, Any]
-    # Flat byte view of ``array``; chunks are copied into slices of it.
-    buffer: memoryview
+    It holds no tensor bytes: :class:`TensorAssembler` copies each accepted chunk into place,
+    and a receiver that consumes chunks as they come (the aggregator's) hands them on.
+
+    Parameters
+    ----------
+    layouts
+        The manifest's tensors, as :func:`check_manifest` returns them.
+    chunk_size
+        The manifest's ``chunk_size``.
+    total_bytes
+        The manifest's total, as :func:`check_manifest` returns it.
+    """
+
+    def __init__(self, layouts: Sequence[TensorLayout], *, chunk_size: int, total_bytes: int):
+        self.layouts: Final = tuple(layouts)
+        self.chunk_size: Final = chunk_size
+        self.total_bytes: Final = total_bytes
+        # Index of the tensor whose bytes come next (== len(layouts) once complete), how many
+        # of its bytes arrived, and their running CRC: chunks arrive in order, so one cursor
+        # and one incremental checksum are the whole state.
+        self.current = 0
+        self.offset = 0
+        self.received = 0
+        self._crc = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether every tensor's bytes arrived and checked out."""
+        return self.current == len(self.layouts)
+
+    def skip_empty(self) -> list[int]:
+        """Move past the tensors with no bytes from the current one on; their indices.
+
+        Raises
+        ------
+        TensorStreamError
+            If the manifest gives such a tensor a CRC-32 other than 0.
+        """
+        skipped: list[int] = []
+        layouts = self.layouts
+        while self.current < len(layouts) and layouts[self.current].byte_length == 0:
+            self._check_crc(layouts[self.current], 0)
+            skipped.append(self.current)
+            self.current += 1
+        return skipped
+
+    def accept(
+        self, index: int, offset: int, data: bytes | memoryview
+    ) -> tuple[TensorLayout, bytes | memoryview, bool]:
+        """Check the next chunk against the rules and take it into the count and checksum.
+
+        Parameters
+        ----------
+        index, offset, data
+            The chunk's ``tensor_index``, ``offset`` and bytes.
+
+        Returns
+        -------
+        tuple[TensorLayout, bytes | memoryview, bool]
+            The chunk's tensor (the current one: ``index`` is checked against it), its bytes
+            (a view of other memory is cast to bytes, not copied) and whether it completed
+            the tensor, whose CRC-32 then matched. The cursor is then on the next tensor;
+            call :meth:`skip_empty` to pass tensors with no bytes.
+
+        Raises
+        ------
+        TensorStreamError
+            Naming the tensor and the rule broken.
+        """
+        layouts = self.layouts
+        if self.current == len(layouts):
+            raise TensorStreamError(
+                f"frame after the stream completed (all {self.total_bytes} bytes of "
+                f"{len(layouts)} tensors already received)"
+            )
+        if index >= len(layouts):
+            raise TensorStreamError(
+                f"chunk tensor_index {index} is out of range: the manifest lists "
+                f"{len(layouts)} tensors"
+            )
+        layout = layouts[self.current]
+        if index != self.current:
+            state = "already complete" if index < self.current else "not started"
+            raise TensorStreamError(
+                f"chunk for {layouts[index].what} ({state}) while {layout.what} is incomplete "
+                f"at byte {self.offset} of {layout.byte_length}: chunks must follow manifest "
+                "order"
+            )
+        if offset != self.offset:
+            if offset < self.offset:
+                problem = "duplicate or overlapping chunk"
+            else:
+                problem = f"gap of {offset - self.offset} bytes"
+            raise TensorStreamError(
+                f"{layout.what}: {problem}: chunk at offset {offset}, but bytes "
+                f"[0, {self.offset}) arrived and the next one expected is {self.offset}"
+            )
+        if isinstance(data, memoryview) and (data.ndim != 1 or data.format != "B"):
+            # A view of typed or shaped memory: bytes are what is counted and copied (a cast,
+            # not a copy; slice assignment into a byte buffer needs the same format).
+            data = data.cast("B")
+        size = len(data)
+        end = offset + size
+        if size > self.chunk_size:
+            raise TensorStreamError(
+                f"{layout.what}: chunk of {size} bytes at offset {offset} is larger than the "
+                f"manifest's chunk_size {self.chunk_size}"
+            )
+        if end > layout.byte_length:
+            raise TensorStreamError(
+                f"{layout.what}: data past the tensor's end: chunk covers bytes "
+                f"[{offset}, {end}) of a {layout.byte_length}-byte tensor"
+            )
+        if size < self.chunk_size and end != layout.byte_length:
+            # The manifest promises full chunks but for each tensor's last; holding senders to
+            # it also stops a peer from trickling bytes in tiny (or empty) messages.
+            raise TensorStreamError(
+                f"{layout.what}: short chunk of {size} bytes at offset {offset}: only a "
+                f"tensor's last chunk may be shorter than chunk_size {self.chunk_size}, and "
+                f"this one ends at {end} of {layout.byte_length} bytes"
+            )
+        self._crc = crc32(data, self._crc)
+        self.offset = end
+        self.received += size
+        completes = end == layout.byte_length
+        if completes:
+            self._check_crc(layout, self._crc)
+            self.current += 1
+            self.offset = 0
+            self._crc = 0
+        return layout, data, completes
+
+    def check_complete(self) -> None:
+        """Check that every tensor arrived.
+
+        Raises
+        ------
+        TensorStreamError
+            Saying which tensor and how many bytes are missing.
+        """
+        if self.done:
+            return
+        layout = self.layouts[self.current]
+        missing = layout.byte_length - self.offset
+        raise TensorStreamError(
+            f"truncated stream: {layout.what} is missing {missing} of its "
+            f"{layout.byte_length} bytes; {self.total_bytes - self.received} of "
+            f"{self.total_bytes} bytes missing in all "
+            f"({len(self.layouts) - self.current} of {len(self.layouts)} tensors incomplete)"
+        )
+
+    @staticmethod
+    def _check_crc(layout: TensorLayout, crc: int) -> None:
+        if crc != layout.crc32:
+            raise TensorStreamError(
+                f"{layout.what}: CRC-32 mismatch: the manifest says {layout.crc32:#010x}, the "
+                f"{layout.byte_length} bytes received hash to {crc:#010x}"
+            )
 
 
 class TensorAssembler:
@@ -351,7 +502,7 @@ class TensorAssembler:
     the tensors. Each tensor is allocated once, at its final size, when the manifest arrives,
     and every chunk is copied straight into place, so the arrays returned are the receive
     buffers themselves (writable, little-endian, C order) and memory stays at about one payload
-    plus one chunk.
+    plus one chunk. The chunk rules are :class:`StreamCursor`'s.
 
     A chunk may also come as a :class:`~sedna.tensor.chunk_wire.RawChunk` (read from the wire
     by :func:`~sedna.tensor.chunk_wire.decode_chunk`, without protobuf's copies), to
@@ -389,16 +540,10 @@ class TensorAssembler:
         self._max_total_bytes = max_total_bytes
         self._max_tensors = max_tensors
         self._manifest: TensorManifest | None = None
-        self._chunk_size = 0
-        self._total_bytes = 0
-        self._slots: list[_Slot] = []
-        # Index of the tensor whose bytes come next (== len(_slots) once complete), how many of
-        # its bytes arrived, and their running CRC: chunks arrive in order, so one cursor and
-        # one incremental checksum are the whole reassembly state.
-        self._current = 0
-        self._offset = 0
-        self._crc = 0
-        self._received = 0
+        self._cursor: StreamCursor | None = None
+        # Each tensor's array and its flat byte view (chunks are copied into slices of it).
+        self._arrays: list[np.ndarray[Any, Any]] = []
+        self._buffers: list[memoryview] = []
         self._failure: str | None = None
 
     # -- state --------------------------------------------------------------------------------
@@ -411,21 +556,17 @@ class TensorAssembler:
     @property
     def complete(self) -> bool:
         """Whether the manifest and every byte it announced have arrived and checked out."""
-        return (
-            self._failure is None
-            and self._manifest is not None
-            and self._current == len(self._slots)
-        )
+        return self._failure is None and self._cursor is not None and self._cursor.done
 
     @property
     def bytes_received(self) -> int:
         """Payload bytes received so far, over all tensors."""
-        return self._received
+        return 0 if self._cursor is None else self._cursor.received
 
     @property
     def total_bytes(self) -> int | None:
         """Payload bytes the manifest announced, or ``None`` before it arrives."""
-        return None if self._manifest is None else self._total_bytes
+        return None if self._cursor is None else self._cursor.total_bytes
 
     # -- input --------------------------------------------------------------------------------
 
@@ -507,117 +648,39 @@ class TensorAssembler:
             manifest, max_tensors=self._max_tensors, max_total_bytes=self._max_total_bytes
         )
         # Allocate only once the whole manifest checked out and fits the limits.
-        slots: list[_Slot] = []
+        arrays: list[np.ndarray[Any, Any]] = []
         for layout in layouts:
-            what, shape, dtype = layout.what, layout.shape, layout.dtype
             try:
-                array = np.empty(shape, dtype=dtype)
+                arrays.append(np.empty(layout.shape, dtype=layout.dtype))
             except (ValueError, MemoryError) as exc:
                 raise TensorStreamError(
-                    f"manifest: {what}: cannot allocate shape {shape}: {exc}"
+                    f"manifest: {layout.what}: cannot allocate shape {layout.shape}: {exc}"
                 ) from None
-            slots.append(
-                _Slot(
-                    name=layout.name,
-                    what=what,
-                    data_type=layout.data_type,
-                    shape=shape,
-                    byte_length=layout.byte_length,
-                    crc32=layout.crc32,
-                    array=array,
-                    buffer=array.reshape(-1).view(np.uint8).data,
-                )
-            )
         self._manifest = manifest
-        self._chunk_size = manifest.chunk_size
-        self._total_bytes = total
-        self._slots = slots
-        self._advance()
+        self._arrays = arrays
+        self._buffers = [array.reshape(-1).view(np.uint8).data for array in arrays]
+        self._cursor = StreamCursor(layouts, chunk_size=manifest.chunk_size, total_bytes=total)
+        self._skip_empty(self._cursor)
 
     def _on_chunk(self, index: int, offset: int, data: bytes | memoryview) -> None:
-        if self._manifest is None:
+        cursor = self._cursor
+        if cursor is None:
             raise TensorStreamError("chunk before the manifest: a stream starts with its manifest")
-        slots = self._slots
-        if self._current == len(slots):
-            raise TensorStreamError(
-                f"frame after the stream completed (all {self._total_bytes} bytes of "
-                f"{len(slots)} tensors already received)"
-            )
-        if index >= len(slots):
-            raise TensorStreamError(
-                f"chunk tensor_index {index} is out of range: the manifest lists "
-                f"{len(slots)} tensors"
-            )
-        slot = slots[self._current]
-        if index != self._current:
-            other = slots[index].what
-            state = "already complete" if index < self._current else "not started"
-            raise TensorStreamError(
-                f"chunk for {other} ({state}) while {slot.what} is incomplete at byte "
-                f"{self._offset} of {slot.byte_length}: chunks must follow manifest order"
-            )
-        if offset != self._offset:
-            if offset < self._offset:
-                problem = "duplicate or overlapping chunk"
-            else:
-                problem = f"gap of {offset - self._offset} bytes"
-            raise TensorStreamError(
-                f"{slot.what}: {problem}: chunk at offset {offset}, but bytes "
-                f"[0, {self._offset}) arrived and the next one expected is {self._offset}"
-            )
-        if isinstance(data, memoryview) and (data.ndim != 1 or data.format != "B"):
-            # A view of typed or shaped memory: bytes are what is counted and copied (a cast,
-            # not a copy; slice assignment into the byte buffer needs the same format).
-            data = data.cast("B")
-        size = len(data)
-        end = offset + size
-        if size > self._chunk_size:
-            raise TensorStreamError(
-                f"{slot.what}: chunk of {size} bytes at offset {offset} is larger than the "
-                f"manifest's chunk_size {self._chunk_size}"
-            )
-        if end > slot.byte_length:
-            raise TensorStreamError(
-                f"{slot.what}: data past the tensor's end: chunk covers bytes [{offset}, {end}) "
-                f"of a {slot.byte_length}-byte tensor"
-            )
-        if size < self._chunk_size and end != slot.byte_length:
-            # The manifest promises full chunks but for each tensor's last; holding senders to it
-            # also stops a peer from trickling bytes in tiny (or empty) messages.
-            raise TensorStreamError(
-                f"{slot.what}: short chunk of {size} bytes at offset {offset}: only a tensor's "
-                f"last chunk may be shorter than chunk_size {self._chunk_size}, and this one "
-                f"ends at {end} of {slot.byte_length} bytes"
-            )
-        slot.buffer[offset:end] = data
-        # Checksummed while the chunk is hot in cache rather than in a second pass at the end.
-        self._crc = crc32(data, self._crc)
-        self._offset = end
-        self._received += size
-        if end == slot.byte_length:
-            self._finish(slot)
-            self._current += 1
-            self._advance()
+        layout, data, completes = cursor.accept(index, offset, data)
+        self._buffers[index][offset : offset + len(data)] = data
+        if completes:
+            self._check_bools(index, layout)
+            self._skip_empty(cursor)
 
-    def _advance(self) -> None:
-        """Move the cursor past tensors with no bytes left to receive, checking them."""
-        slots = self._slots
-        while self._current < len(slots) and slots[self._current].byte_length == 0:
-            self._crc = 0
-            self._finish(slots[self._current])
-            self._current += 1
-        self._offset = 0
-        self._crc = 0
+    def _skip_empty(self, cursor: StreamCursor) -> None:
+        for index in cursor.skip_empty():
+            self._check_bools(index, cursor.layouts[index])
 
-    def _finish(self, slot: _Slot) -> None:
-        if self._crc != slot.crc32:
-            raise TensorStreamError(
-                f"{slot.what}: CRC-32 mismatch: the manifest says {slot.crc32:#010x}, the "
-                f"{slot.byte_length} bytes received hash to {self._crc:#010x}"
-            )
-        if slot.array.dtype == np.bool_:
+    def _check_bools(self, index: int, layout: TensorLayout) -> None:
+        array = self._arrays[index]
+        if array.dtype == np.bool_:
             try:
-                check_bool_bytes(slot.array, slot.what)
+                check_bool_bytes(array, layout.what)
             except TensorError as exc:
                 raise TensorStreamError(str(exc)) from None
 
@@ -639,18 +702,13 @@ class TensorAssembler:
             (the message says which tensor and how many bytes).
         """
         self._check_not_failed()
-        if self._manifest is None:
+        if self._cursor is None:
             raise TensorStreamError("truncated stream: no manifest received")
-        if self._current < len(self._slots):
-            slot = self._slots[self._current]
-            missing = slot.byte_length - self._offset
-            raise TensorStreamError(
-                f"truncated stream: {slot.what} is missing {missing} of its "
-                f"{slot.byte_length} bytes; {self._total_bytes - self._received} of "
-                f"{self._total_bytes} bytes missing in all "
-                f"({len(self._slots) - self._current} of {len(self._slots)} tensors incomplete)"
-            )
-        return [(slot.name, slot.array) for slot in self._slots]
+        self._cursor.check_complete()
+        return [
+            (layout.name, array)
+            for layout, array in zip(self._cursor.layouts, self._arrays, strict=True)
+        ]
 
     def as_dict(self) -> dict[str, np.ndarray[Any, Any]]:
         """Return the reassembled tensors keyed by name.
@@ -689,8 +747,8 @@ class TensorAssembler:
         self._failure = reason
         # Drop the buffers now: a failed stream should not pin a model's worth of memory until
         # the assembler itself is collected.
-        self._slots = []
-        self._current = 0
+        self._arrays = []
+        self._buffers = []
 
     def _check_not_failed(self) -> None:
         if self._failure is not None:

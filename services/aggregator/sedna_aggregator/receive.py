@@ -21,10 +21,8 @@ import numpy as np
 
 from sedna.api.common.v1.tensor_pb2 import TensorChunk, TensorFrame, TensorManifest
 from sedna.tensor import TensorStreamError
-from sedna.tensor._wire import describe
 from sedna.tensor.chunk_wire import RawChunk
-from sedna.tensor.crc import crc32
-from sedna.tensor.streaming import check_manifest
+from sedna.tensor.streaming import StreamCursor, TensorLayout, check_manifest
 
 __all__ = ["LayerReceiver", "ReceivedPart"]
 
@@ -44,22 +42,18 @@ class LayerReceiver:
         Most tensors a manifest may list.
 
     Any violation raises :class:`~sedna.tensor.TensorStreamError` naming the tensor, and the
-    receiver stays failed (the current buffer is released).
+    receiver stays failed (the current buffer is released). The chunk rules are
+    :class:`sedna.tensor.streaming.StreamCursor`'s, as for the assembler.
     """
 
     def __init__(self, *, max_total_bytes: int, max_tensors: int) -> None:
         self._max_total_bytes = max_total_bytes
         self._max_tensors = max_tensors
         self._manifest: TensorManifest | None = None
-        self._layouts: list[tuple[str, tuple[int, ...], np.dtype[Any], int, int]] = []
-        self._chunk_size = 0
-        self._total = 0
-        self._current = 0
-        self._offset = 0
-        self._crc = 0
+        self._cursor: StreamCursor | None = None
+        # A tensor whose chunks do not hold whole elements is assembled here, one at a time.
         self._buffer: np.ndarray[Any, Any] | None = None
         self._view: memoryview | None = None
-        self._received = 0
         self._ready: list[ReceivedPart] = []
         self._start = 0  # the current tensor's next element (parts)
         self._failure: str | None = None
@@ -72,12 +66,13 @@ class LayerReceiver:
     @property
     def bytes_received(self) -> int:
         """Payload bytes received so far."""
-        return self._received
+        return 0 if self._cursor is None else self._cursor.received
 
     @property
     def layout(self) -> list[tuple[str, tuple[int, ...], np.dtype[Any]]]:
         """``(name, shape, dtype)`` of every tensor of the manifest."""
-        return [(name, shape, dtype) for name, shape, dtype, _n, _crc in self._layouts]
+        layouts = () if self._cursor is None else self._cursor.layouts
+        return [(t.name, t.shape, t.dtype) for t in layouts]
 
     def feed(self, frame: TensorFrame | RawChunk) -> list[ReceivedPart]:
         """Take the next frame; return the parts it delivered (usually one).
@@ -95,18 +90,17 @@ class LayerReceiver:
         try:
             if isinstance(frame, RawChunk):  # a chunk read without protobuf (chunk_wire)
                 self._on_chunk(frame)
-                ready, self._ready = self._ready, []
-                return ready
-            kind = frame.WhichOneof("frame")
-            if kind == "chunk":
-                self._on_chunk(frame.chunk)
-            elif kind == "manifest":
-                self._on_manifest(frame.manifest)
             else:
-                raise TensorStreamError(
-                    "frame carries neither a manifest nor a chunk (empty frame, or a kind of "
-                    "frame from a newer peer)"
-                )
+                kind = frame.WhichOneof("frame")
+                if kind == "chunk":
+                    self._on_chunk(frame.chunk)
+                elif kind == "manifest":
+                    self._on_manifest(frame.manifest)
+                else:
+                    raise TensorStreamError(
+                        "frame carries neither a manifest nor a chunk (empty frame, or a kind "
+                        "of frame from a newer peer)"
+                    )
         except TensorStreamError as exc:
             self._fail(str(exc))
             raise
@@ -124,143 +118,63 @@ class LayerReceiver:
         """
         if self._failure is not None:
             raise TensorStreamError(f"stream already rejected: {self._failure}")
-        if self._manifest is None:
+        if self._cursor is None:
             raise TensorStreamError("truncated stream: no manifest received")
-        if self._current < len(self._layouts):
-            name, _shape, _dtype, length, _crc = self._layouts[self._current]
-            missing = length - self._offset
-            raise TensorStreamError(
-                f"truncated stream: {describe(name, self._current)} is missing {missing} of "
-                f"its {length} bytes; {self._total - self._received} of {self._total} bytes "
-                f"missing in all ({len(self._layouts) - self._current} of "
-                f"{len(self._layouts)} tensors incomplete)"
-            )
+        self._cursor.check_complete()
 
     # ------------------------------------------------------------------ internals
 
     def _on_manifest(self, manifest: TensorManifest) -> None:
         if self._manifest is not None:
             raise TensorStreamError("second manifest: a stream carries exactly one, first")
-        checked, total = check_manifest(
+        layouts, total = check_manifest(
             manifest, max_tensors=self._max_tensors, max_total_bytes=self._max_total_bytes
         )
-        layouts = [(t.name, t.shape, t.dtype, t.byte_length, t.crc32) for t in checked]
         self._manifest = manifest
-        self._layouts = layouts
-        self._chunk_size = manifest.chunk_size
-        self._total = total
-        self._advance()
+        self._cursor = StreamCursor(layouts, chunk_size=manifest.chunk_size, total_bytes=total)
+        self._skip_empty(self._cursor)
 
     def _on_chunk(self, chunk: TensorChunk | RawChunk) -> None:
-        if self._manifest is None:
+        cursor = self._cursor
+        if cursor is None:
             raise TensorStreamError("chunk before the manifest: a stream starts with its manifest")
-        layouts = self._layouts
-        if self._current == len(layouts):
-            raise TensorStreamError(
-                f"frame after the stream completed (all {self._total} bytes of "
-                f"{len(layouts)} tensors already received)"
-            )
-        index = chunk.tensor_index
-        if index >= len(layouts):
-            raise TensorStreamError(
-                f"chunk tensor_index {index} is out of range: the manifest lists "
-                f"{len(layouts)} tensors"
-            )
-        name, _shape, _dtype, length, expected_crc = layouts[self._current]
-        what = describe(name, self._current)
-        if index != self._current:
-            other = describe(layouts[index][0], index)
-            state = "already complete" if index < self._current else "not started"
-            raise TensorStreamError(
-                f"chunk for {other} ({state}) while {what} is incomplete at byte "
-                f"{self._offset} of {length}: chunks must follow manifest order"
-            )
-        offset = chunk.offset
-        if offset != self._offset:
-            problem = (
-                "duplicate or overlapping chunk"
-                if offset < self._offset
-                else f"gap of {offset - self._offset} bytes"
-            )
-            raise TensorStreamError(
-                f"{what}: {problem}: chunk at offset {offset}, but bytes "
-                f"[0, {self._offset}) arrived and the next one expected is {self._offset}"
-            )
+        index, offset = chunk.tensor_index, chunk.offset
         data = chunk.data  # read once: every access of a protobuf's field makes new bytes
-        size = len(data)
-        end = offset + size
-        if size > self._chunk_size:
-            raise TensorStreamError(
-                f"{what}: chunk of {size} bytes at offset {offset} is larger than the "
-                f"manifest's chunk_size {self._chunk_size}"
-            )
-        if end > length:
-            raise TensorStreamError(
-                f"{what}: data past the tensor's end: chunk covers bytes [{offset}, {end}) "
-                f"of a {length}-byte tensor"
-            )
-        if size < self._chunk_size and end != length:
-            raise TensorStreamError(
-                f"{what}: short chunk of {size} bytes at offset {offset}: only a tensor's "
-                f"last chunk may be shorter than chunk_size {self._chunk_size}, and this one "
-                f"ends at {end} of {length} bytes"
-            )
-        part = self._take(data, offset, what)
-        self._crc = crc32(data, self._crc)
-        self._offset = end
-        self._received += size
-        if end < length:
-            if part is not None:
-                self._ready.append((self._current, name, self._start, part))
-                self._start += part.size
-            return
-        if self._crc != expected_crc:
-            raise TensorStreamError(
-                f"{what}: CRC-32 mismatch: the manifest says {expected_crc:#010x}, the "
-                f"{length} bytes received hash to {self._crc:#010x}"
-            )
-        if part is None:
+        layout, data, completes = cursor.accept(index, offset, data)
+        if cursor.chunk_size % layout.dtype.itemsize == 0:
+            part: np.ndarray[Any, Any] = np.frombuffer(data, dtype=layout.dtype)
+        else:
+            self._copy_into_buffer(layout, offset, data)
+            if not completes:
+                return
             assert self._buffer is not None
-            part = self._buffer.reshape(-1)
-            self._buffer = None
-            self._view = None
-        self._ready.append((self._current, name, self._start, part))
-        self._current += 1
-        self._advance()
+            part, self._buffer, self._view = self._buffer.reshape(-1), None, None
+        self._ready.append((index, layout.name, self._start, part))
+        self._start += part.size
+        if completes:
+            self._start = 0
+            self._skip_empty(cursor)
 
-    def _take(
-        self, data: bytes | memoryview, offset: int, what: str
-    ) -> np.ndarray[Any, Any] | None:
-        """The chunk as a part (a view of it), or None once copied into the tensor's buffer
-        (chunks that do not hold whole elements)."""
-        _name, shape, dtype, _length, _crc = self._layouts[self._current]
-        if self._chunk_size % dtype.itemsize == 0:
-            return np.frombuffer(data, dtype=dtype)
+    def _copy_into_buffer(
+        self, layout: TensorLayout, offset: int, data: bytes | memoryview
+    ) -> None:
+        """Copy a chunk that does not hold whole elements into its tensor's buffer."""
         if self._buffer is None or self._view is None:
             # Allocated at the tensor's first chunk: one tensor's buffer at a time.
             try:
-                self._buffer = np.empty(shape, dtype=dtype)
+                self._buffer = np.empty(layout.shape, dtype=layout.dtype)
             except (ValueError, MemoryError) as exc:
-                raise TensorStreamError(f"{what}: cannot allocate shape {shape}: {exc}") from None
+                raise TensorStreamError(
+                    f"{layout.what}: cannot allocate shape {layout.shape}: {exc}"
+                ) from None
             self._view = self._buffer.reshape(-1).view(np.uint8).data
         self._view[offset : offset + len(data)] = data
-        return None
 
-    def _advance(self) -> None:
-        """Move past tensors with no bytes (they are complete as announced)."""
-        layouts = self._layouts
-        while self._current < len(layouts) and layouts[self._current][3] == 0:
-            name, _shape, dtype, _length, expected_crc = layouts[self._current]
-            if expected_crc != 0:
-                raise TensorStreamError(
-                    f"{describe(name, self._current)}: CRC-32 mismatch: the manifest says "
-                    f"{expected_crc:#010x}, the 0 bytes received hash to 0x00000000"
-                )
-            self._ready.append((self._current, name, 0, np.empty(0, dtype=dtype)))
-            self._current += 1
-        self._offset = 0
-        self._crc = 0
-        self._start = 0
+    def _skip_empty(self, cursor: StreamCursor) -> None:
+        """Hand over the tensors with no bytes as empty parts (they are complete as announced)."""
+        for index in cursor.skip_empty():
+            layout = cursor.layouts[index]
+            self._ready.append((index, layout.name, 0, np.empty(0, dtype=layout.dtype)))
 
     def _fail(self, reason: str) -> None:
         self._failure = reason
