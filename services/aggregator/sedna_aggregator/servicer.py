@@ -653,6 +653,13 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
             del data
             yield encoded
         session.metrics.weights_sent(session.session_id, result.nbytes)
+        _log.debug(
+            "session %s: %r pulled round %d (%d bytes)",
+            session.session_id,
+            request.client_id,
+            result.round,
+            result.nbytes,
+        )
 
     async def _plan(self, session_id: str, result: RoundResult) -> FramePlan:
         """The stream plan of ``result``'s weights, built once per round (in a thread)."""

@@ -196,6 +196,21 @@ async def test_three_clients_two_rounds_of_fedavg_match_the_reference() -> None:
         assert header.exit
 
 
+async def test_a_caller_that_never_joined_may_pull_and_is_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Evaluators, dashboards and the CLI read the aggregate without joining the session.
+    async with serve(exit_round=1, min_participants=1) as h:
+        await join(h, "a", 10)
+        mine = weights(1)
+        await push(h, "a", 1, mine, 10)
+        with caplog.at_level("DEBUG", logger="sedna_aggregator.servicer"):
+            header, got = await pull(h, 1)
+        assert list(header.participants) == ["a"]
+        assert_close(got, mine)
+        assert f"{SID}: 'x' pulled round 1 (4920 bytes)" in caplog.text
+
+
 async def test_a_straggler_is_dropped_at_the_deadline() -> None:
     async with serve(
         exit_round=1, min_participants=2, expected_clients=3, round_timeout_seconds=0.4

@@ -304,6 +304,9 @@ class PullGlobalWeightsRequest(_message.Message):
     BY_REFERENCE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     client_id: _builtins.str
+    """Who is pulling, for the server's logs. Not checked against the session's clients: an
+    evaluator, a dashboard or the CLI may read the aggregate without joining.
+    """
     round: _builtins.int
     """Wait for the aggregate of this round; 0 means the latest available aggregate."""
     by_reference: _builtins.bool
