@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 REPO = Path(__file__).resolve().parents[2]
 YAML = REPO / "examples" / "upstream" / "surface-defect-detection-federated-learning.yaml"
+EXAMPLE_YAML = REPO / "examples" / "federated_learning" / "federated-learning.yaml"
 ji = load_module(
     "sedna_e2e_joint_inference_controller",
     Path(__file__).with_name("test_joint_inference_controller.py"),
@@ -122,6 +123,39 @@ async def test_the_upstream_yaml_deploys_unchanged(tmp_path: Path) -> None:
             )
 
         await ji.eventually(removed, 30, "Pods, Service and the job gone")
+
+
+async def test_the_examples_yaml_deploys_with_its_checkpoint_volume(tmp_path: Path) -> None:
+    """``examples/federated_learning/federated-learning.yaml`` in Kubernetes mode: the
+    aggregator Pod keeps its checkpoints in the Pod's emptyDir, which outlives a restarted
+    container, so a crashed aggregator resumes the job there too."""
+    docs = [d for d in yaml.safe_load_all(EXAMPLE_YAML.read_text()) if d]
+    job = next(d for d in docs if d["kind"] == KIND)
+    name = job["metadata"]["name"]
+    async with ji.kubernetes_gm(tmp_path) as (cluster, api):
+        for doc in docs:
+            await api.apply(doc)
+
+        async def deployed() -> bool:
+            return len(await _pods(cluster)) == 4
+
+        await ji.eventually(deployed, 30, "the aggregator and three train Pods")
+        pods = await _pods(cluster)
+        assert sorted(_type(p) for p in pods) == ["aggregation", "train", "train", "train"]
+        agg = next(p for p in pods if _type(p) == "aggregation")
+        checkpoints = _env(agg)["checkpoint_dir"]
+        mounts = agg["spec"]["containers"][0]["volumeMounts"]
+        assert {"name": "checkpoints", "mountPath": checkpoints} in mounts
+        assert {"name": "checkpoints", "emptyDir": {}} in agg["spec"]["volumes"]
+        assert agg["spec"]["restartPolicy"] == "OnFailure"
+        await api.delete(name, KIND)
+        await ji.eventually(
+            lambda: _no_pods(cluster), 30, "the example's Pods gone after the job's delete"
+        )
+
+
+async def _no_pods(cluster: Any) -> bool:
+    return not await _pods(cluster)
 
 
 async def test_trainer_reports_reach_the_job_status_in_kubernetes_mode(tmp_path: Path) -> None:
