@@ -9,7 +9,9 @@ little-endian bytes in row-major order; nothing is ever pickled.
 * :func:`iter_frames` / :func:`aiter_frames` stream large tensor sets as ``TensorFrame``
   messages (a manifest, then fixed-size chunks), and :class:`TensorAssembler`,
   :func:`assemble` and :func:`assemble_sync` put them back together, allocating each tensor
-  once and checking sizes, order and CRC-32 on the way.
+  once and checking sizes, order and CRC-32 on the way. A receiver that consumes chunks as
+  they come instead (the aggregator's) checks the manifest with :func:`check_manifest` and
+  walks the chunks with :class:`StreamCursor`, which holds the same rules.
 * :mod:`sedna.tensor.dtypes` is the mapping between ``DataType`` and numpy dtypes.
 
 Every error is a :class:`TensorError` (a :class:`ValueError`); stream protocol violations are
@@ -32,10 +34,13 @@ from sedna.tensor.streaming import (
     DEFAULT_MAX_TOTAL_BYTES,
     MAX_CHUNK_SIZE,
     FramePlan,
+    StreamCursor,
     TensorAssembler,
+    TensorLayout,
     aiter_frames,
     assemble,
     assemble_sync,
+    check_manifest,
     iter_frames,
     plan_frames,
 )
@@ -47,12 +52,15 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "FramePlan",
     "NamedArrays",
+    "StreamCursor",
     "TensorAssembler",
     "TensorError",
+    "TensorLayout",
     "TensorStreamError",
     "aiter_frames",
     "assemble",
     "assemble_sync",
+    "check_manifest",
     "data_type_name",
     "from_numpy_dtype",
     "from_proto",

@@ -348,7 +348,9 @@ class StreamCursor:
         The manifest's total, as :func:`check_manifest` returns it.
     """
 
-    def __init__(self, layouts: Sequence[TensorLayout], *, chunk_size: int, total_bytes: int):
+    def __init__(
+        self, layouts: Sequence[TensorLayout], *, chunk_size: int, total_bytes: int
+    ) -> None:
         self.layouts: Final = tuple(layouts)
         self.chunk_size: Final = chunk_size
         self.total_bytes: Final = total_bytes

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from sedna.api.common.v1.tensor_pb2 import TensorChunk, TensorFrame, TensorManifest
-from sedna.tensor import TensorStreamError
+from sedna.tensor import StreamCursor, TensorLayout, TensorStreamError, check_manifest
 from sedna.tensor.chunk_wire import RawChunk
-from sedna.tensor.streaming import StreamCursor, TensorLayout, check_manifest
 
 __all__ = ["LayerReceiver", "ReceivedPart"]
 
