@@ -71,6 +71,12 @@ REASON_METADATA_KEY: Final = _REASON_KEY
 """Trailing metadata of a wrong-round refusal: the round the session is at."""
 MAX_SESSION_ID_LENGTH: Final = 512
 _DEADLINE_MARGIN_S: Final = 0.05
+_EOF_SETTLE_S: Final = 0.2
+"""How long a push that ended short waits before it is called malformed. A client that dies
+(SIGKILL, a lost connection) ends its request stream like one that stopped sending, and the
+call is cancelled only a moment later (measured: within 50 ms); the wait lets that
+cancellation reach the handler, so the update is counted and logged as cancelled, not as a
+malformed stream."""
 
 _log = logging.getLogger(__name__)
 
@@ -404,7 +410,7 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
             ready = [] if first is None else receiver.feed(first)
             manifest = receiver.manifest
             if manifest is None:
-                receiver.finish()  # "truncated stream: no manifest received"
+                await self._finish_stream(receiver)  # "truncated stream: no manifest received"
             assert manifest is not None
             layout = self._layout(client_id, manifest, receiver, session)
             upload = await session.begin_update(
@@ -421,7 +427,7 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
                 for index, name, start, part in receiver.feed(frame):
                     await upload.add_part(index, start, part, name=name)
                     del part  # streaming rounds keep no reference: the message is freed now
-            receiver.finish()
+            await self._finish_stream(receiver)
             return await upload.commit(nbytes=receiver.bytes_received)
         except TensorStreamError as err:
             rejected = MalformedUpdateError(f"client {client_id!r}: {err}")
@@ -434,6 +440,16 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
             # A broken or cancelled stream (client gone): back the update out.
             if upload is not None:
                 upload.abort(nbytes=receiver.bytes_received)
+            raise
+
+    @staticmethod
+    async def _finish_stream(receiver: LayerReceiver) -> None:
+        """``receiver.finish()`` at the end of the request stream; a stream that ended short
+        first waits up to ``_EOF_SETTLE_S`` for the call's cancellation (a dead client)."""
+        try:
+            receiver.finish()
+        except TensorStreamError:
+            await asyncio.sleep(_EOF_SETTLE_S)  # cancelled here if the client is gone
             raise
 
     @staticmethod

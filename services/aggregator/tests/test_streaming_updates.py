@@ -5,6 +5,7 @@ mid-upload, cancelled streams, and the S3 transmitter branch (with an in-memory 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -60,9 +61,10 @@ class FakeObjects:
 
 
 class Harness:
-    def __init__(self, servicer: AggregationServicer, stub: Any) -> None:
+    def __init__(self, servicer: AggregationServicer, stub: Any, address: str) -> None:
         self.servicer = servicer
         self.stub: pb_grpc.AggregationServiceAsyncStub = stub
+        self.address = address
 
 
 @asynccontextmanager
@@ -77,7 +79,7 @@ async def serve(objects: FakeObjects | None = None, **fields: Any) -> AsyncItera
     await server.start()
     channel = grpc.aio.insecure_channel(server.address)
     try:
-        yield Harness(servicer, pb_grpc.AggregationServiceStub(channel))
+        yield Harness(servicer, pb_grpc.AggregationServiceStub(channel), server.address)
     finally:
         await channel.close()
         await server.stop(0.1)
@@ -264,6 +266,104 @@ async def test_a_cancelled_upload_is_backed_out() -> None:
         await push(h, "b", 2, *updates[1])
         _head, got = await pull(h, 2)
         assert_close(got, fedavg(updates))
+
+
+class _AbortingContext:
+    """The one part of a servicer context PushUpdate uses on a refusal."""
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise grpc.RpcError(f"{code}: {details}")
+
+
+async def test_a_stream_ending_short_waits_for_a_dead_client_s_cancellation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # gRPC ends a dead client's request stream first and cancels the call a moment later.
+    async with serve(exit_round=2, min_participants=2) as h:
+        await first_round(h)
+        session = h.servicer.sessions[SID]
+        body = frames(weights(7))
+        ended = asyncio.Event()
+
+        async def cut_short() -> AsyncIterator[pb.PushUpdateRequest]:
+            yield header("a", 2, 10)
+            for frame in layer_frames(body, 2):
+                yield pb.PushUpdateRequest(frame=frame)
+            ended.set()
+
+        context: Any = _AbortingContext()
+        with caplog.at_level("INFO", logger="sedna_aggregator.core.session"):
+            call = asyncio.ensure_future(h.servicer.PushUpdate(cut_short(), context))
+            await asyncio.wait_for(ended.wait(), TIMEOUT)
+            await asyncio.sleep(0.02)  # the cancellation arrives 20 ms after the stream's end
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await eventually(lambda: not session.aggregator.updates_in_progress, "back-out")
+        aborted = [r.getMessage() for r in caplog.records if "was aborted" in r.getMessage()]
+        assert aborted == [
+            f"session {SID}: the update of a for round 2 was aborted (stream cancelled or "
+            "broken); backing it out"
+        ]
+
+
+_STALLED_CLIENT = """
+import sys, time
+import grpc
+import numpy as np
+from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
+from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
+from sedna.tensor import iter_frames
+
+address, session = sys.argv[1], sys.argv[2]
+stub = pb_grpc.AggregationServiceStub(grpc.insecure_channel(address))
+layers = [("layer.0", np.ones((40, 30), np.float32)), ("layer.1", np.ones(30, np.float32)),
+          ("layer.2", np.ones((30, 20), np.float32))]
+
+def requests():
+    yield pb.PushUpdateRequest(header=pb.UpdateHeader(
+        session_id=session, client_id="a", round=2, sample_count=10))
+    for k, frame in enumerate(iter_frames(layers, chunk_size=512)):
+        yield pb.PushUpdateRequest(frame=frame)
+        if k == 3:
+            print("SENT", flush=True)
+            time.sleep(120)  # killed here, mid-update
+
+stub.PushUpdate(requests(), timeout=180)
+"""
+
+
+async def test_a_killed_client_s_update_is_backed_out_as_cancelled_not_malformed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A client that dies ends its request stream like one that stopped sending; the
+    # cancellation of the call comes a moment later and must win over "truncated stream".
+    async with serve(exit_round=2, min_participants=2) as h:
+        await first_round(h)
+        session = h.servicer.sessions[SID]
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _STALLED_CLIENT, h.address, SID, stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            assert client.stdout is not None
+            line = await asyncio.wait_for(client.stdout.readline(), TIMEOUT)
+            assert line.strip() == b"SENT"
+            await eventually(
+                lambda: "a" in session.aggregator.updates_in_progress, "a's update to begin"
+            )
+            with caplog.at_level("INFO", logger="sedna_aggregator.core.session"):
+                client.kill()
+                await client.wait()
+                await eventually(lambda: "a" not in session._pending, "the upload to end")
+                await eventually(lambda: not session.aggregator.updates_in_progress, "back-out")
+        finally:
+            if client.returncode is None:
+                client.kill()
+                await client.wait()
+        aborted = [r.getMessage() for r in caplog.records if "was aborted" in r.getMessage()]
+        assert len(aborted) == 1, caplog.text
+        assert "stream cancelled or broken" in aborted[0]
+        assert "truncated" not in aborted[0]
 
 
 async def test_a_deadline_mid_upload_closes_the_round_without_that_update() -> None:
