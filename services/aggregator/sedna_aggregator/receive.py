@@ -8,9 +8,10 @@ copy, no buffer). A tensor's last part is handed over only once the tensor's CRC
 so a corrupted tensor fails before it is complete (the parts already added are backed out
 with the update). A tensor whose chunks do not hold whole elements (a ``chunk_size`` that is
 not a multiple of its item size) is assembled in a buffer and handed over as one part.
-The protocol rules and messages are the assembler's (manifest sizes and limits before
-anything is allocated; chunks in order, full-sized but for a tensor's last, no gap, no
-overlap, nothing past the end; CRC-32 per tensor; truncation).
+The protocol rules and messages are the assembler's, from the same code:
+:func:`sedna.tensor.check_manifest` (sizes and limits before anything is allocated) and
+:class:`sedna.tensor.StreamCursor` (chunks in order, full-sized but for a tensor's last, no
+gap, no overlap, nothing past the end; CRC-32 per tensor; truncation).
 """
 
 from __future__ import annotations
