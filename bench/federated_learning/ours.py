@@ -1,15 +1,17 @@
 """Client of ``ours``: one trainer on ``sedna.service.aggregation_client.AggregationClient``.
 
 ``python -m bench.federated_learning.ours client --port P --client K ...``: joins the session,
-then per round "trains" (adds its delta), pushes the update (chunked tensor stream) and pulls
-the aggregate, as a Sedna federated-learning worker does. The server is the real
-``sedna-aggregator`` (started by the driver).
+then per round "trains" (adds its delta in place), pushes the update (chunked tensor stream)
+and pulls the aggregate into the same arrays, as a Sedna federated-learning worker does. The
+server is the real ``sedna-aggregator`` (started by the driver).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+import numpy as np
 
 from sedna.service.aggregation_client import AggregationClient
 
@@ -32,10 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         first = max(joined.current_round, 1)
         cpu0 = cpu_seconds()
         for r in range(first, first + args.rounds):
-            weights = [layer + d for layer in weights]  # "training", outside the timed part
+            for layer in weights:  # "training", in place as an optimizer steps; not timed
+                np.add(layer, d, out=layer)
             t0 = now()
             client.push(r, weights, sample_count=n)
-            got = client.pull(r, timeout=args.timeout)
+            # Downloaded into the same arrays (a trainer's parameters), not into new memory.
+            got = client.pull(r, timeout=args.timeout, into=weights)
             t1 = now()
             if got.round != r:
                 raise SystemExit(f"pulled round {got.round}, expected {r}")

@@ -834,7 +834,12 @@ class AggregationClient:
             ) from None
 
     def pull(
-        self, round: int = 0, timeout: float | None = None, *, retry_unavailable: bool = True
+        self,
+        round: int = 0,
+        timeout: float | None = None,
+        *,
+        retry_unavailable: bool = True,
+        into: Sequence[Array] | None = None,
     ) -> GlobalWeights:
         """Wait for the aggregate of ``round`` (0: the latest) and download it.
 
@@ -851,6 +856,13 @@ class AggregationClient:
             False: raise :class:`AggregatorUnavailableError` at once, for a caller that must
             re-join first: a restarted server forgot this client and the update it pushed,
             and a pull retried there would wait for a round that cannot close without it.
+        into
+            Arrays to download into, one per layer in order (typically the weights this
+            trainer pushed, or the last pull's): a layer whose array here has its shape and
+            dtype (C-contiguous, writable) is written into it and returned as that array,
+            instead of into a new one. A trainer that pulls every round then reuses its
+            buffers instead of paying for fresh memory each round. Any other layer comes as a
+            new array. If the pull fails, those arrays may hold part of the download.
 
         Returns
         -------
@@ -881,7 +893,7 @@ class AggregationClient:
 
         def attempt(remaining: float) -> GlobalWeights:
             header: pb.GlobalWeightsHeader | None = None
-            assembler = TensorAssembler(max_total_bytes=self.max_weights_bytes)
+            assembler = TensorAssembler(max_total_bytes=self.max_weights_bytes, into=into)
             try:
                 for message in self._pull_global_weights(request, timeout=remaining):
                     if isinstance(message, RawChunk):

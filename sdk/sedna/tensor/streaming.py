@@ -497,6 +497,35 @@ class StreamCursor:
             )
 
 
+def _reusable(into: Sequence[np.ndarray[Any, Any]], layouts: Sequence[TensorLayout]) -> set[int]:
+    """Positions whose ``into`` array can take the tensor in place.
+
+    Same shape and dtype, native byte order, C-contiguous, writable, and not overlapping the
+    memory of another array taken (two tensors written into one buffer would corrupt both).
+    """
+    taken: list[tuple[int, int, int]] = []  # (first byte address, end address, position)
+    for index, layout in enumerate(layouts[: len(into)]):
+        array = into[index]
+        if (
+            isinstance(array, np.ndarray)
+            and array.shape == layout.shape
+            and array.dtype == layout.dtype
+            and array.dtype.isnative
+            and array.flags.c_contiguous
+            and array.flags.writeable
+        ):
+            start = int(array.__array_interface__["data"][0])
+            taken.append((start, start + array.nbytes, index))
+    taken.sort()
+    refused: set[int] = set()
+    end = -1
+    for start, stop, index in taken:
+        if start < end and stop > start:  # overlaps an array before it in memory
+            refused.add(index)
+        end = max(end, stop)
+    return {index for _start, _stop, index in taken} - refused
+
+
 class TensorAssembler:
     """Reassemble a ``TensorFrame`` stream into arrays, checking every rule of the protocol.
 
@@ -519,6 +548,12 @@ class TensorAssembler:
         Largest ``total_bytes`` accepted. Checked against the manifest before any allocation.
     max_tensors
         Largest number of tensors a manifest may list.
+    into
+        Arrays to receive into, by manifest position: a tensor whose array here has its shape
+        and dtype (C-contiguous, writable, native byte order) is written into that array
+        instead of a new one, so a caller that pulls every round reuses its buffers (a new
+        100 MB array costs the kernel ~25,000 zeroed pages). Any other tensor gets a new
+        array. Should the stream fail, the arrays it was written into hold part of it.
 
     Examples
     --------
@@ -534,11 +569,13 @@ class TensorAssembler:
         *,
         max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
         max_tensors: int = DEFAULT_MAX_TENSORS,
+        into: Sequence[np.ndarray[Any, Any]] | None = None,
     ) -> None:
         if max_total_bytes < 0:
             raise ValueError(f"max_total_bytes must be >= 0, got {max_total_bytes}")
         if max_tensors < 0:
             raise ValueError(f"max_tensors must be >= 0, got {max_tensors}")
+        self._into = list(into) if into is not None else []
         self._max_total_bytes = max_total_bytes
         self._max_tensors = max_tensors
         self._manifest: TensorManifest | None = None
@@ -651,7 +688,11 @@ class TensorAssembler:
         )
         # Allocate only once the whole manifest checked out and fits the limits.
         arrays: list[np.ndarray[Any, Any]] = []
-        for layout in layouts:
+        reused = _reusable(self._into, layouts)
+        for index, layout in enumerate(layouts):
+            if index in reused:
+                arrays.append(self._into[index])
+                continue
             try:
                 arrays.append(np.empty(layout.shape, dtype=layout.dtype))
             except (ValueError, MemoryError) as exc:

@@ -1127,3 +1127,33 @@ def test_begin_round_can_skip_the_finite_scan_of_trusted_weights() -> None:
     assert agg.template == [((2,), np.dtype(np.float32))]
     with pytest.raises(AggregationError, match="floating point"):
         FedAvg().begin_round([np.zeros(2, np.int32)], check_finite=False)  # dtypes still checked
+
+
+# --------------------------------------------------------------------------- finiteness check
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 4_999, 123_456, 199_999])
+def test_every_nan_or_inf_is_found_wherever_it_is(dtype: Any, bad: float, where: int) -> None:
+    # The float32/float64 fast path (a sum of squares) must miss none, at any position.
+    from sedna.algorithms.aggregation.aggregation import _count_nonfinite
+
+    layer = np.full(200_000, 0.5, dtype=dtype)
+    assert _count_nonfinite(layer) == 0
+    layer[where] = bad
+    assert _count_nonfinite(layer) == 1
+    layer[where // 2] = np.nan
+    assert _count_nonfinite(layer) == (1 if where // 2 == where else 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_finite_weights_are_not_taken_for_infinities(dtype: Any) -> None:
+    # Their squares overflow: the exact count decides, and finds none.
+    from sedna.algorithms.aggregation.aggregation import _count_nonfinite
+
+    huge = np.finfo(dtype).max / 2
+    layer = np.array([huge, -huge, 1.0] * 1000, dtype=dtype)
+    assert _count_nonfinite(layer) == 0
+    layer[1500] = np.inf
+    assert _count_nonfinite(layer) == 1

@@ -22,6 +22,7 @@ import pytest
 
 from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
 from sedna.api.aggregator.v1 import aggregation_service_pb2_grpc as pb_grpc
+from sedna.api.common.v1.tensor_pb2 import TensorFrame
 from sedna.runtime.channel import ChannelConfig
 from sedna.service.aggregation_client import (
     REASON_METADATA_KEY,
@@ -286,6 +287,23 @@ def test_a_multi_chunk_multi_tensor_pull_equals_the_served_arrays(
         assert array.flags.writeable  # the assembler's own buffers, not message views
 
 
+def test_a_pull_into_the_callers_arrays_writes_them_in_place(servicer: PlainServicer) -> None:
+    servicer.served = model(5)
+    buffers = [np.zeros(a.shape, a.dtype) for a in servicer.served]
+    buffers[4] = np.zeros(servicer.served[4].shape[::-1], np.float32).T  # not C-contiguous
+    buffers[5] = np.zeros((), np.float64)  # another dtype
+    with joined(servicer) as client:
+        got = client.pull(7, timeout=10, into=buffers)
+    assert_same(got.weights, servicer.served)
+    for index, (array, buffer) in enumerate(zip(got.weights, buffers, strict=True)):
+        # Matching buffers are the returned arrays; the others were left alone.
+        if index in (4, 5):
+            assert array is not buffer
+            assert not buffer.any()
+        else:
+            assert array is buffer
+
+
 def test_a_pull_with_no_tensors(servicer: PlainServicer) -> None:
     with joined(servicer) as client:
         got = client.pull(1, timeout=10)
@@ -339,4 +357,15 @@ def test_the_frames_the_server_parses_are_the_ones_protobuf_would_send(
         client.push(1, sent, sample_count=30)
     reference = iter_frames([(f"layer.{i}", w) for i, w in enumerate(sent)], chunk_size=CHUNK)
     (push,) = servicer.pushes
-    assert push.frames == [frame.SerializeToString() for frame in reference]
+
+    def unpadded(raw: bytes) -> bytes:
+        # The client pads each chunk's header (data 16-byte aligned); protobuf's would not.
+        frame = TensorFrame.FromString(raw)
+        if frame.WhichOneof("frame") == "chunk":
+            assert set(frame.chunk.padding) <= {0}
+            frame.chunk.ClearField("padding")
+        return frame.SerializeToString()
+
+    assert [unpadded(raw) for raw in push.frames] == [
+        frame.SerializeToString() for frame in reference
+    ]

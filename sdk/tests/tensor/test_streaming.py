@@ -432,3 +432,67 @@ async def test_async_sender_errors_surface_on_first_iteration() -> None:
     frames = aiter_frames([("bad", np.array([object()]))])
     with pytest.raises(TensorError, match=r"tensor #0 'bad': unsupported numpy dtype"):
         await anext(frames)
+
+
+# --------------------------------------------------------------------------- into
+
+
+def _assemble_into(tensors: dict[str, np.ndarray], into: list[np.ndarray]) -> list[np.ndarray]:
+    assembler = TensorAssembler(into=into)
+    for frame in iter_frames(tensors, chunk_size=64):
+        assembler.feed(frame)
+    return [array for _name, array in assembler.result()]
+
+
+def test_the_assembler_writes_into_matching_arrays() -> None:
+    tensors = {"a": np.arange(40, dtype=np.float32).reshape(5, 8), "b": np.ones(3)}
+    into = [np.zeros((5, 8), np.float32), np.zeros(3)]
+    got = _assemble_into(tensors, into)
+    assert got[0] is into[0]
+    assert got[1] is into[1]
+    np.testing.assert_array_equal(into[0], tensors["a"])
+    np.testing.assert_array_equal(into[1], tensors["b"])
+
+
+@pytest.mark.parametrize(
+    "unusable",
+    [
+        np.zeros((8, 5), np.float32),  # another shape
+        np.zeros((5, 8), np.float64),  # another dtype
+        np.zeros((5, 8), np.dtype(">f4")),  # another byte order
+        np.zeros((8, 5), np.float32).T,  # not C-contiguous
+        np.frombuffer(bytes(160), np.float32).reshape(5, 8),  # read-only
+    ],
+    ids=["shape", "dtype", "byte-order", "fortran", "read-only"],
+)
+def test_an_array_that_cannot_take_the_tensor_is_left_alone(unusable: np.ndarray) -> None:
+    tensors = {"a": np.arange(40, dtype=np.float32).reshape(5, 8)}
+    before = unusable.copy()
+    got = _assemble_into(tensors, [unusable])
+    assert got[0] is not unusable
+    np.testing.assert_array_equal(got[0], tensors["a"])
+    np.testing.assert_array_equal(unusable, before)
+
+
+def test_arrays_sharing_memory_are_not_both_written() -> None:
+    # Two tensors written into one buffer would corrupt each other: the second gets its own.
+    tensors = {"a": np.full(8, 1.0, np.float32), "b": np.full(8, 2.0, np.float32)}
+    shared = np.zeros(12, np.float32)
+    into = [shared[:8], shared[4:]]
+    got = _assemble_into(tensors, into)
+    assert sum(array.base is shared for array in got) == 1
+    np.testing.assert_array_equal(got[0], tensors["a"])
+    np.testing.assert_array_equal(got[1], tensors["b"])
+    same = np.zeros(8, np.float32)
+    got = _assemble_into(tensors, [same, same])  # the same array twice
+    assert (got[0] is same) != (got[1] is same)
+    np.testing.assert_array_equal(got[0], tensors["a"])
+    np.testing.assert_array_equal(got[1], tensors["b"])
+
+
+def test_fewer_arrays_than_tensors_cover_the_first_ones() -> None:
+    tensors = {"a": np.ones(4, np.float32), "b": np.zeros(2, np.float32)}
+    into = [np.empty(4, np.float32)]
+    got = _assemble_into(tensors, into)
+    assert got[0] is into[0]
+    np.testing.assert_array_equal(got[1], tensors["b"])

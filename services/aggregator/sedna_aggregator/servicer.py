@@ -49,6 +49,7 @@ from sedna_aggregator.core import (
 )
 from sedna_aggregator.core.model import Array
 from sedna_aggregator.core.ports import WeightsObjects
+from sedna_aggregator.pull_chunks import SharedChunks
 from sedna_aggregator.receive import LayerReceiver
 
 __all__ = [
@@ -228,6 +229,7 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         # server's CPU. Only the latest round is kept, and the plan's views are of the
         # round's weights, which the session holds anyway.
         self._plans: dict[str, tuple[int, asyncio.Future[FramePlan]]] = {}
+        self._shared_chunks = SharedChunks()
 
     # ------------------------------------------------------------------ sessions
 
@@ -660,12 +662,17 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         message.frame.manifest.CopyFrom(plan.manifest)
         yield message
         # Each chunk message is written by hand (sedna.tensor.chunk_wire, the registration's
-        # serializer passes bytes through): the weights' bytes are copied once, into it.
+        # serializer passes bytes through): the weights' bytes are copied once, into it, and
+        # the pulls streaming the same round at the same time share it (SharedChunks).
         stored = result.stored
         for index, offset, data in plan.chunks():
-            encoded = encode_chunk(index, offset, data)
-            if stored is not None:
-                stored.release(index, offset, data.nbytes)  # the copy is in the message
+            key = (session.session_id, result.round, index, offset)
+            encoded = self._shared_chunks.get(key)
+            if encoded is None:
+                encoded = encode_chunk(index, offset, data)
+                if stored is not None:
+                    stored.release(index, offset, data.nbytes)  # the copy is in the message
+                self._shared_chunks.put(key, encoded)
             del data
             yield encoded
         session.metrics.weights_sent(session.session_id, result.nbytes)

@@ -424,6 +424,10 @@ async def test_concurrent_pulls_of_a_round_share_one_checksummed_plan(
                 assert_close(got, fedavg(updates))
             assert len(built) == round_number  # once per round, whatever the pulls
         assert built == [4920, 4920]
+        # Each chunk message was encoded once per round and sent to all four pulls.
+        shared = h.servicer._shared_chunks
+        assert shared.misses == 2 * 11  # 11 chunks of the 4920-byte aggregate, per round
+        assert shared.hits == 3 * shared.misses
 
 
 @pytest.mark.parametrize(("probe", "expected"), [(None, 0), (True, 1)])

@@ -142,6 +142,10 @@ def _check_layer_index(index: object, count: int, what: str) -> None:
         raise AggregationError(f"{what}: no such layer (the update has {count} layers)")
 
 
+_DOT_CHECKED: Final = (np.dtype(np.float32), np.dtype(np.float64))
+"""dtypes whose finiteness is checked with a BLAS dot product first (:func:`_count_nonfinite`)."""
+
+
 def _flat(array: Array) -> Array:
     """A flat view of ``array`` (a copy only when it is not contiguous)."""
     return array.reshape(-1)
@@ -150,6 +154,13 @@ def _flat(array: Array) -> Array:
 def _count_nonfinite(array: Array) -> int:
     """How many NaN/Inf ``array`` holds, in blocks (no model-sized boolean temporary)."""
     flat = _flat(array)
+    if flat.size and flat.dtype in _DOT_CHECKED:
+        # A sum of squares is finite only if every element is (NaN and Inf propagate, squares
+        # are never negative): one BLAS pass, no temporary, ~2x faster than isfinite. Only a
+        # sum that overflowed (elements beyond ~1e19 in float32) needs the exact count below.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(float(np.dot(flat, flat))):
+                return 0
     bad = 0
     for start in range(0, flat.size, _BLOCK):
         block = flat[start : start + _BLOCK]

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sedna/api/common/v1/tensor.proto\x12\x13sedna.api.common.v1\"d\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x05\x64type\x18\x02 \x01(\x0e\x32\x1d.sedna.api.common.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\"9\n\tTensorSet\x12,\n\x07tensors\x18\x01 \x03(\x0b\x32\x1b.sedna.api.common.v1.Tensor\"{\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x05\x64type\x18\x02 \x01(\x0e\x32\x1d.sedna.api.common.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x13\n\x0b\x62yte_length\x18\x04 \x01(\x04\x12\r\n\x05\x63rc32\x18\x05 \x01(\r\"k\n\x0eTensorManifest\x12\x30\n\x07tensors\x18\x01 \x03(\x0b\x32\x1f.sedna.api.common.v1.TensorSpec\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x12\n\nchunk_size\x18\x03 \x01(\r\"A\n\x0bTensorChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x82\x01\n\x0bTensorFrame\x12\x37\n\x08manifest\x18\x01 \x01(\x0b\x32#.sedna.api.common.v1.TensorManifestH\x00\x12\x31\n\x05\x63hunk\x18\x02 \x01(\x0b\x32 .sedna.api.common.v1.TensorChunkH\x00\x42\x07\n\x05\x66rame*\xf3\x02\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\x01\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x02\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x03\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x05\x12\x14\n\x10\x44\x41TA_TYPE_UINT32\x10\x06\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x07\x12\x14\n\x10\x44\x41TA_TYPE_UINT64\x10\x08\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\t\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\n\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x0b\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x0c\x12\x16\n\x12\x44\x41TA_TYPE_BFLOAT16\x10\r\x12\x17\n\x13\x44\x41TA_TYPE_COMPLEX64\x10\x0e\x12\x18\n\x14\x44\x41TA_TYPE_COMPLEX128\x10\x0f\x42Y\n\x16io.sedna.api.common.v1P\x01Z=github.com/sedna-ai/sedna/gen/go/sedna/api/common/v1;commonv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sedna/api/common/v1/tensor.proto\x12\x13sedna.api.common.v1\"d\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x05\x64type\x18\x02 \x01(\x0e\x32\x1d.sedna.api.common.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\"9\n\tTensorSet\x12,\n\x07tensors\x18\x01 \x03(\x0b\x32\x1b.sedna.api.common.v1.Tensor\"{\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x05\x64type\x18\x02 \x01(\x0e\x32\x1d.sedna.api.common.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x13\n\x0b\x62yte_length\x18\x04 \x01(\x04\x12\r\n\x05\x63rc32\x18\x05 \x01(\r\"k\n\x0eTensorManifest\x12\x30\n\x07tensors\x18\x01 \x03(\x0b\x32\x1f.sedna.api.common.v1.TensorSpec\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x12\n\nchunk_size\x18\x03 \x01(\r\"R\n\x0bTensorChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0f\n\x07padding\x18\x04 \x01(\x0c\"\x82\x01\n\x0bTensorFrame\x12\x37\n\x08manifest\x18\x01 \x01(\x0b\x32#.sedna.api.common.v1.TensorManifestH\x00\x12\x31\n\x05\x63hunk\x18\x02 \x01(\x0b\x32 .sedna.api.common.v1.TensorChunkH\x00\x42\x07\n\x05\x66rame*\xf3\x02\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x41TA_TYPE_BOOL\x10\x01\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x02\x12\x12\n\x0e\x44\x41TA_TYPE_INT8\x10\x03\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x05\x12\x14\n\x10\x44\x41TA_TYPE_UINT32\x10\x06\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x07\x12\x14\n\x10\x44\x41TA_TYPE_UINT64\x10\x08\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\t\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\n\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x0b\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x0c\x12\x16\n\x12\x44\x41TA_TYPE_BFLOAT16\x10\r\x12\x17\n\x13\x44\x41TA_TYPE_COMPLEX64\x10\x0e\x12\x18\n\x14\x44\x41TA_TYPE_COMPLEX128\x10\x0f\x42Y\n\x16io.sedna.api.common.v1P\x01Z=github.com/sedna-ai/sedna/gen/go/sedna/api/common/v1;commonv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,8 +32,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sedna.api.common.v1.tensor_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026io.sedna.api.common.v1P\001Z=github.com/sedna-ai/sedna/gen/go/sedna/api/common/v1;commonv1'
-  _globals['_DATATYPE']._serialized_start=653
-  _globals['_DATATYPE']._serialized_end=1024
+  _globals['_DATATYPE']._serialized_start=670
+  _globals['_DATATYPE']._serialized_end=1041
   _globals['_TENSOR']._serialized_start=57
   _globals['_TENSOR']._serialized_end=157
   _globals['_TENSORSET']._serialized_start=159
@@ -43,7 +43,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORMANIFEST']._serialized_start=343
   _globals['_TENSORMANIFEST']._serialized_end=450
   _globals['_TENSORCHUNK']._serialized_start=452
-  _globals['_TENSORCHUNK']._serialized_end=517
-  _globals['_TENSORFRAME']._serialized_start=520
-  _globals['_TENSORFRAME']._serialized_end=650
+  _globals['_TENSORCHUNK']._serialized_end=534
+  _globals['_TENSORFRAME']._serialized_start=537
+  _globals['_TENSORFRAME']._serialized_end=667
 # @@protoc_insertion_point(module_scope)

@@ -202,21 +202,29 @@ class TensorChunk(_message.Message):
     TENSOR_INDEX_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    PADDING_FIELD_NUMBER: _builtins.int
     tensor_index: _builtins.int
     """Index of the tensor in the manifest."""
     offset: _builtins.int
     """Byte offset of data within that tensor. Chunks of a tensor arrive in order, without gaps."""
     data: _builtins.bytes
+    padding: _builtins.bytes
+    """Ignored by receivers. A sender may write it (zero bytes) before data so that data starts
+    at a multiple of 16 bytes into the serialized stream message: a receiver that views data
+    in place (without copying it out of the message) then gets aligned arrays, which numpy
+    and BLAS process about twice as fast as unaligned ones.
+    """
     def __init__(
         self,
         *,
         tensor_index: _builtins.int = ...,
         offset: _builtins.int = ...,
         data: _builtins.bytes = ...,
+        padding: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset", "tensor_index", b"tensor_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset", "padding", b"padding", "tensor_index", b"tensor_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
