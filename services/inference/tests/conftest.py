@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -149,3 +151,32 @@ async def served(model_path: Path, max_queue_delay_ms: int) -> AsyncIterator[Ser
 def linear_expected() -> object:
     """The reference ``x @ W + b`` of the test model, for tests (they cannot import conftest)."""
     return expected
+
+
+def _hold_first_call(served: Served, seconds: float = 0.2) -> None:
+    """Make the model's first backend call take ``seconds`` longer (on its worker thread).
+
+    Batching tests send many requests at once and expect some to share a backend call. How
+    fast those requests reach the server is up to the machine: on a loaded CI machine they
+    came one after another and each was served alone before the next arrived (24 requests,
+    24 calls). While the first call is held, the requests behind it queue up, so the next
+    calls take them together whatever the machine's speed.
+    """
+    model = served.repository.get("linear")
+    backend = model.backend
+    infer = backend.infer
+    first = threading.Event()
+
+    def held(inputs: Any) -> Any:
+        if not first.is_set():
+            first.set()
+            time.sleep(seconds)
+        return infer(inputs)
+
+    backend.infer = held  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def hold_first_call() -> Callable[..., None]:
+    """:func:`_hold_first_call`, for test modules (they cannot import conftest)."""
+    return _hold_first_call

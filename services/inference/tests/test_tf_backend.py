@@ -184,7 +184,10 @@ def max_queue_delay_ms() -> int:
     return 250
 
 
-async def test_concurrent_requests_are_batched(served: Served, artifact: Artifact) -> None:
+async def test_concurrent_requests_are_batched(
+    served: Served, artifact: Artifact, hold_first_call: Any
+) -> None:
+    hold_first_call(served)
     batches = [sample(artifact, rows=1 + i % 3, seed=i) for i in range(16)]
     responses = await asyncio.gather(*(served.stub.ModelInfer(request_of(b)) for b in batches))
     for inputs, response in zip(batches, responses, strict=True):

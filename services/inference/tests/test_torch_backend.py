@@ -93,7 +93,10 @@ def max_queue_delay_ms() -> int:
     return 250
 
 
-async def test_concurrent_requests_are_batched_on_the_dynamic_dim(served: Served) -> None:
+async def test_concurrent_requests_are_batched_on_the_dynamic_dim(
+    served: Served, hold_first_call: Any
+) -> None:
+    hold_first_call(served)
     rng = np.random.default_rng(2)
     xs = [rng.standard_normal((1 + i % 3, 4)).astype(np.float32) for i in range(24)]
     responses = await asyncio.gather(*(served.stub.ModelInfer(raw_request(x)) for x in xs))
