@@ -29,6 +29,7 @@ __all__ = [
     "AUTHORIZATION_METADATA_KEY",
     "DEFAULT_EXEMPT_SERVICES",
     "TokenAuthInterceptor",
+    "TokenVerifier",
     "bearer_token_interceptors",
     "sync_bearer_token_interceptor",
 ]
@@ -61,6 +62,41 @@ def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
+class TokenVerifier:
+    """Whether a presented token is one of the accepted ones (constant-time comparison).
+
+    For transports other than gRPC calls (the aggregator's bulk port); the interceptor below
+    uses it too.
+
+    Parameters
+    ----------
+    tokens
+        Accepted tokens (at least one). Each is also registered for log redaction.
+
+    Raises
+    ------
+    ValueError
+        No token given, or an empty one.
+    """
+
+    def __init__(self, tokens: Iterable[str | SecretStr]) -> None:
+        texts = [_secret_text(token) for token in tokens]
+        if not texts or any(not text for text in texts):
+            raise ValueError("token authentication needs at least one non-empty token")
+        for text in texts:
+            register_secret(text)
+        self._digests = tuple(_digest(text.encode("utf-8")) for text in texts)
+
+    def accepts(self, token: str) -> bool:
+        """Whether ``token`` is accepted."""
+        presented = _digest(token.encode("utf-8"))
+        accepted = False
+        # No early exit: every configured token is compared on every call.
+        for digest in self._digests:
+            accepted |= hmac.compare_digest(presented, digest)
+        return accepted
+
+
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Reject calls without a valid ``authorization: Bearer <token>`` as UNAUTHENTICATED.
 
@@ -83,12 +119,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         *,
         exempt_services: Iterable[str] = DEFAULT_EXEMPT_SERVICES,
     ) -> None:
-        texts = [_secret_text(token) for token in tokens]
-        if not texts or any(not text for text in texts):
-            raise ValueError("token authentication needs at least one non-empty token")
-        for text in texts:
-            register_secret(text)
-        self._digests = tuple(_digest(text.encode("utf-8")) for text in texts)
+        self._verifier = TokenVerifier(tokens)
         self._exempt = frozenset(exempt_services)
 
     def _problem(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
@@ -106,12 +137,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             return _MALFORMED
-        presented = _digest(credential.encode("utf-8"))
-        accepted = False
-        # No early exit: every configured token is compared on every call.
-        for digest in self._digests:
-            accepted |= hmac.compare_digest(presented, digest)
-        return None if accepted else _INVALID
+        return None if self._verifier.accepts(credential) else _INVALID
 
     async def intercept_service(
         self,

@@ -18,7 +18,7 @@ stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -167,6 +167,12 @@ class FramePlan:
     def frames(self) -> Iterator[TensorFrame]:
         """The stream's frames, as :func:`iter_frames` yields them."""
         return _emit(self.manifest, self._payloads, self.chunk_size)
+
+    @property
+    def payloads(self) -> tuple[memoryview, ...]:
+        """Each tensor's bytes as sent (a byte view, manifest order), for a transport that
+        sends them raw instead of in chunk messages."""
+        return tuple(self._payloads)
 
     def chunks(self) -> Iterator[tuple[int, int, memoryview]]:
         """``(tensor_index, offset, data)`` of every chunk, in stream order, without copies.
@@ -679,6 +685,42 @@ class TensorAssembler:
             self._fail(str(exc))
             raise
         return self.complete
+
+    def receive_in_place(self, read: Callable[[memoryview], object]) -> None:
+        """Take every remaining chunk by having ``read`` write it straight into its array.
+
+        For a transport whose tensor bytes come raw, without chunk messages (the aggregator's
+        bulk port): after the manifest was fed, ``read(view)`` is called for each chunk in
+        stream order (``chunk_size`` bytes, a tensor's last chunk shorter) and must fill
+        ``view``, a slice of the tensor's array, completely, or raise. Each chunk is then
+        checked as :meth:`feed_chunk` checks one (CRC-32 per tensor), without being copied.
+
+        Raises
+        ------
+        TensorStreamError
+            No manifest yet, or a tensor's bytes do not match its CRC-32; the assembler is
+            failed from then on. What ``read`` raises fails it too and propagates.
+        """
+        self._check_not_failed()
+        cursor = self._cursor
+        if cursor is None:
+            raise TensorStreamError("chunk before the manifest: a stream starts with its manifest")
+        try:
+            while not cursor.done:
+                index, offset = cursor.current, cursor.offset
+                size = min(cursor.chunk_size, cursor.layouts[index].byte_length - offset)
+                view = self._buffers[index][offset : offset + size]
+                read(view)
+                layout, _data, completes = cursor.accept(index, offset, view)
+                if completes:
+                    self._check_bools(index, layout)
+                    self._skip_empty(cursor)
+        except TensorStreamError as exc:
+            self._fail(str(exc))
+            raise
+        except BaseException as exc:
+            self._fail(f"receiving failed: {exc!r}")
+            raise
 
     def _on_manifest(self, manifest: TensorManifest) -> None:
         if self._manifest is not None:

@@ -1157,3 +1157,24 @@ def test_huge_finite_weights_are_not_taken_for_infinities(dtype: Any) -> None:
     assert _count_nonfinite(layer) == 0
     layer[1500] = np.inf
     assert _count_nonfinite(layer) == 1
+
+
+def test_axpy_by_blas_updates_a_slice_in_place_like_numpy() -> None:
+    from sedna.algorithms.aggregation.aggregation import _axpy
+
+    rng = np.random.default_rng(7)
+    for dtype in (np.float32, np.float64):
+        total = rng.standard_normal(1000).astype(dtype)
+        part = rng.standard_normal(300).astype(dtype)
+        expected = total.copy()
+        expected[100:400] += dtype(2.5) * part
+        before = total.copy()
+        _axpy(total[100:400], part, 2.5)
+        # FMA rounds once where NumPy rounds twice: equal to a few ulps of the operands.
+        np.testing.assert_allclose(total, expected, rtol=0, atol=np.finfo(dtype).eps * 16)
+        np.testing.assert_array_equal(total[:100], before[:100])  # untouched around it
+        np.testing.assert_array_equal(total[400:], before[400:])
+    # Mixed dtypes (float16 parts into float32 sums) take NumPy's block path.
+    sums = np.zeros(5, np.float32)
+    _axpy(sums, np.ones(5, np.float16), 3.0)
+    np.testing.assert_array_equal(sums, np.full(5, 3.0, np.float32))

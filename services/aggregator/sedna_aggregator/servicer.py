@@ -58,11 +58,13 @@ __all__ = [
     "REASON_METADATA_KEY",
     "SERVICE_NAME",
     "AggregationServicer",
+    "RoundWaitTimeoutError",
     "SessionConflictError",
     "TooManySessionsError",
     "TransmitterNotConfiguredError",
     "UnknownSessionError",
     "add_aggregation_service",
+    "refusal_metadata",
 ]
 
 SERVICE_NAME: Final = "sedna.api.aggregator.v1.AggregationService"
@@ -112,21 +114,32 @@ class TransmitterNotConfiguredError(SessionError):
     reason: ClassVar[str] = "no_s3_transmitter"
 
 
+class RoundWaitTimeoutError(SessionError):
+    """The round a pull waits for was not aggregated before the caller's deadline."""
+
+    code: ClassVar[str] = "DEADLINE_EXCEEDED"
+
+
 class ObjectStorageError(SessionError):
     """Writing the aggregate to object storage failed (retry later)."""
 
     code: ClassVar[str] = "UNAVAILABLE"
 
 
-async def _abort(context: Context, err: SessionError) -> NoReturn:
-    # A stable reason label lets clients tell refusals of one status apart without parsing
-    # the message.
+def refusal_metadata(err: SessionError) -> list[tuple[str, str]]:
+    """The trailing metadata of a refusal: its stable reason label (clients tell refusals of
+    one status apart without parsing the message) and, for a wrong round, the current one."""
     metadata: list[tuple[str, str]] = []
     reason = getattr(err, "reason", None)
     if isinstance(reason, str):
         metadata.append((REASON_METADATA_KEY, reason))
     if isinstance(err, WrongRoundError):
         metadata.append((CURRENT_ROUND_METADATA_KEY, str(err.current_round)))
+    return metadata
+
+
+async def _abort(context: Context, err: SessionError) -> NoReturn:
+    metadata = refusal_metadata(err)
     if metadata:
         context.set_trailing_metadata(tuple(metadata))
     await context.abort(grpc.StatusCode[err.code], str(err))
@@ -230,6 +243,8 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
         # round's weights, which the session holds anyway.
         self._plans: dict[str, tuple[int, asyncio.Future[FramePlan]]] = {}
         self._shared_chunks = SharedChunks()
+        self.bulk_port = 0
+        """The bulk port advertised to joining clients (set once it listens); 0: none."""
 
     # ------------------------------------------------------------------ sessions
 
@@ -327,6 +342,7 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
             state=convert.state_to_proto(joined.state),
             current_round=joined.current_round,
             selected=joined.selected,
+            bulk_port=self.bulk_port,
         )
 
     async def PushUpdate(  # noqa: N802 - its chunks arrive as RawChunk
@@ -353,6 +369,17 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
                 budget -= len(message.data) if isinstance(message, RawChunk) else message.ByteSize()
                 if budget < 0:
                     break
+
+    async def receive_update(self, messages: AsyncIterator[PushMessage]) -> pb.PushUpdateResponse:
+        """One update, as PushUpdate's messages (header, manifest frame, chunks), received and
+        handed to its session; for other transports too (the bulk port).
+
+        Raises
+        ------
+        SessionError
+            The refusal, as PushUpdate answers it.
+        """
+        return await self._push(messages)
 
     async def _push(self, messages: AsyncIterator[PushMessage]) -> pb.PushUpdateResponse:
         first = await anext(messages, None)
@@ -630,24 +657,7 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
     ) -> AsyncIterator[pb.PullGlobalWeightsResponse | bytes]:
         """Wait (within the call's deadline) for the round, then stream header and weights."""
         try:
-            session = self._session(request.session_id)
-            wanted = int(request.round)
-            remaining = context.time_remaining()
-            waiting = session.wait_for_round(wanted)
-            if remaining is None:
-                result = await waiting
-            else:
-                try:
-                    result = await asyncio.wait_for(
-                        waiting, timeout=max(0.0, remaining - _DEADLINE_MARGIN_S)
-                    )
-                except TimeoutError:
-                    await context.abort(
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"round {wanted} of session {session.session_id!r} was not aggregated "
-                        f"before the call's deadline (the session is {session.state.value} at "
-                        f"round {session.current_round})",
-                    )
+            session, result = await self.wait_for_round(request, context.time_remaining())
             if request.by_reference:
                 self._require_objects("PullGlobalWeights by_reference")
                 uri = await self._reference(session, result) if result.weights else ""
@@ -657,7 +667,7 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
             yield convert.result_header(result, weights_uri=uri)
             return
         yield convert.result_header(result)
-        plan = await self._plan(session.session_id, result)
+        plan = await self.plan(session.session_id, result)
         message = pb.PullGlobalWeightsResponse()
         message.frame.manifest.CopyFrom(plan.manifest)
         yield message
@@ -684,7 +694,35 @@ class AggregationServicer(pb_grpc.AggregationServiceServicer):
             result.nbytes,
         )
 
-    async def _plan(self, session_id: str, result: RoundResult) -> FramePlan:
+    async def wait_for_round(
+        self, request: pb.PullGlobalWeightsRequest, remaining: float | None
+    ) -> tuple[Session, RoundResult]:
+        """The session and the result a pull gets: ``request.round``'s (or a later one),
+        waited for within ``remaining`` seconds (None: no limit).
+
+        Raises
+        ------
+        SessionError
+            Unknown session, a failed session, or :class:`RoundWaitTimeoutError`.
+        """
+        session = self._session(request.session_id)
+        wanted = int(request.round)
+        waiting = session.wait_for_round(wanted)
+        if remaining is None:
+            return session, await waiting
+        try:
+            result = await asyncio.wait_for(
+                waiting, timeout=max(0.0, remaining - _DEADLINE_MARGIN_S)
+            )
+        except TimeoutError:
+            raise RoundWaitTimeoutError(
+                f"round {wanted} of session {session.session_id!r} was not aggregated "
+                f"before the call's deadline (the session is {session.state.value} at "
+                f"round {session.current_round})"
+            ) from None
+        return session, result
+
+    async def plan(self, session_id: str, result: RoundResult) -> FramePlan:
         """The stream plan of ``result``'s weights, built once per round (in a thread)."""
         while True:
             cached = self._plans.get(session_id)

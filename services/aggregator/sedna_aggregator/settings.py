@@ -21,6 +21,7 @@ from sedna_aggregator.core import (
 )
 
 __all__ = [
+    "DEFAULT_BULK_PORT",
     "DEFAULT_MAX_UPDATE_BYTES",
     "DEFAULT_METRICS_PORT",
     "DEFAULT_PORT",
@@ -30,6 +31,7 @@ __all__ = [
 
 DEFAULT_PORT = 7363
 DEFAULT_METRICS_PORT = 7364
+DEFAULT_BULK_PORT = 7365
 DEFAULT_MAX_UPDATE_BYTES = 2 << 30
 """2 GiB: the largest update (all layers together) a PushUpdate may announce."""
 DEFAULT_SEND_CHUNK_BYTES = 1 << 20
@@ -55,6 +57,24 @@ class AggregatorSettings(ServiceSettings):
         le=65535,
         validate_default=True,
         description="/metrics port; 0 picks a free port, none disables the endpoint.",
+    )
+
+    bulk_port: int | None = Field(
+        default=DEFAULT_BULK_PORT,
+        ge=0,
+        le=65535,
+        description="Bulk port: the weights of pushes and pulls travel there as raw bytes on "
+        "a TCP (or, with tls_cert_file, TLS) connection instead of in gRPC messages, which "
+        "costs the server less than half the CPU per byte (bulk_transfer.proto; advertised to "
+        "clients in JoinSession, which fall back to gRPC when they cannot reach it). 0 picks "
+        "a free port; none disables it. If the default port is taken, the server runs "
+        "without it and says so; a port given explicitly must be free.",
+    )
+    bulk_idle_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds a bulk connection may stay idle between requests before the "
+        "server closes it (clients reconnect).",
     )
 
     # -- checkpoints and limits ------------------------------------------------------------

@@ -25,6 +25,7 @@ number of clients; the others buffer the round's updates.
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import math
 import tempfile
@@ -170,14 +171,33 @@ def _count_nonfinite(array: Array) -> int:
     return bad
 
 
-def _axpy(total: Array, layer: Array, scale: float) -> None:
-    """``total += scale * layer`` in ``total``'s dtype, block by block (bounded temporaries).
+@functools.cache
+def _blas_axpy() -> dict[np.dtype[Any], Any]:
+    """BLAS ``?axpy`` by dtype (SciPy's; imported on first use)."""
+    from scipy.linalg import blas  # noqa: PLC0415 - a second's import, only for aggregators
 
-    Element for element the same result as the whole-array expression.
+    return {np.dtype(np.float32): blas.saxpy, np.dtype(np.float64): blas.daxpy}
+
+
+def _axpy(total: Array, layer: Array, scale: float) -> None:
+    """``total += scale * layer`` in ``total``'s dtype.
+
+    When both are float32 or both float64 (the usual case: the sums in the model's dtype),
+    one BLAS ``axpy`` pass, in place, with no temporary: a third of the time of NumPy's
+    multiply-then-add. Its fused multiply-add may round the last bit of an element
+    differently from that expression. Other dtype pairs go block by block through NumPy
+    (bounded temporaries).
     """
     dst = total.reshape(-1)
     src = _flat(layer)
     if src.size == 0:
+        return
+    axpy = _blas_axpy().get(dst.dtype) if src.dtype == dst.dtype else None
+    if axpy is not None and dst.flags.c_contiguous and dst.flags.writeable:
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = axpy(src, dst, a=scale)
+        if result is not dst and not np.shares_memory(result, dst):  # pragma: no cover
+            dst[...] = result  # f2py copied instead of updating in place
         return
     scratch = np.empty(min(_BLOCK, src.size), dtype=total.dtype)
     # An overflow (a float32 sum of huge weights) is reported once, by finish(), not warned

@@ -18,10 +18,11 @@ boundary, so a tensor's pages can be released without touching a neighbour's.
 from __future__ import annotations
 
 import mmap
+import os
 import tempfile
 import threading
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 
@@ -131,6 +132,19 @@ class WeightsFile:
             with self._lock:
                 if self._mapping is not None:
                     self._mapping.madvise(mmap.MADV_DONTNEED, begin, stop - begin)
+
+    def offset(self, index: int) -> int:
+        """Where layer ``index``'s bytes start in the file."""
+        return self._offsets[index]
+
+    def reopen(self) -> BinaryIO | None:
+        """A new read handle on the file (a duplicated descriptor, so that it stays valid
+        after :meth:`close`), for ``socket.sendfile``; None once closed. The caller closes it.
+        """
+        with self._lock:
+            if self._mapping is None:
+                return None
+            return os.fdopen(os.dup(self._file.fileno()), "rb", buffering=0)
 
     def close(self) -> None:
         """Close the file (the arrays must no longer be used; the mapping goes with the last

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from sedna.api.common.v1 import tensor_pb2 as sedna_dot_api_dot_common_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1sedna/api/aggregator/v1/aggregation_service.proto\x12\x17sedna.api.aggregator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a sedna/api/common/v1/tensor.proto\"\xb4\x02\n\rSessionConfig\x12\x13\n\x0b\x61ggregation\x18\x01 \x01(\t\x12\x37\n\x16\x61ggregation_parameters\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nexit_round\x18\x03 \x01(\r\x12\x18\n\x10min_participants\x18\x04 \x01(\r\x12\x17\n\x0f\x63lient_fraction\x18\x05 \x01(\x01\x12\x30\n\rround_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rtarget_metric\x18\x07 \x01(\t\x12\x1b\n\x13target_metric_value\x18\x08 \x01(\x01\x12\x13\n\x0bproximal_mu\x18\t \x01(\x01\x12\x13\n\x0btarget_mode\x18\n \x01(\t\"\x89\x01\n\x12JoinSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0csample_count\x18\x03 \x01(\x04\x12\x36\n\x06\x63onfig\x18\x04 \x01(\x0b\x32&.sedna.api.aggregator.v1.SessionConfig\"\xac\x01\n\x13JoinSessionResponse\x12\x36\n\x06\x63onfig\x18\x01 \x01(\x0b\x32&.sedna.api.aggregator.v1.SessionConfig\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32%.sedna.api.aggregator.v1.SessionState\x12\x15\n\rcurrent_round\x18\x03 \x01(\r\x12\x10\n\x08selected\x18\x04 \x01(\x08\"\xe4\x01\n\x0cUpdateHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x14\n\x0csample_count\x18\x04 \x01(\x04\x12\x43\n\x07metrics\x18\x05 \x03(\x0b\x32\x32.sedna.api.aggregator.v1.UpdateHeader.MetricsEntry\x12\x13\n\x0bweights_uri\x18\x06 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x87\x01\n\x11PushUpdateRequest\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.sedna.api.aggregator.v1.UpdateHeaderH\x00\x12\x31\n\x05\x66rame\x18\x02 \x01(\x0b\x32 .sedna.api.common.v1.TensorFrameH\x00\x42\x06\n\x04part\"=\n\x12PushUpdateResponse\x12\r\n\x05round\x18\x01 \x01(\r\x12\x18\n\x10received_updates\x18\x02 \x01(\r\"f\n\x18PullGlobalWeightsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x14\n\x0c\x62y_reference\x18\x04 \x01(\x08\"\x89\x02\n\x13GlobalWeightsHeader\x12\r\n\x05round\x18\x01 \x01(\r\x12\x15\n\rtotal_samples\x18\x02 \x01(\x04\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\x17\n\x0f\x64ropped_clients\x18\x04 \x03(\t\x12\x0c\n\x04\x65xit\x18\x05 \x01(\x08\x12J\n\x07metrics\x18\x06 \x03(\x0b\x32\x39.sedna.api.aggregator.v1.GlobalWeightsHeader.MetricsEntry\x12\x13\n\x0bweights_uri\x18\x07 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x96\x01\n\x19PullGlobalWeightsResponse\x12>\n\x06header\x18\x01 \x01(\x0b\x32,.sedna.api.aggregator.v1.GlobalWeightsHeaderH\x00\x12\x31\n\x05\x66rame\x18\x02 \x01(\x0b\x32 .sedna.api.common.v1.TensorFrameH\x00\x42\x06\n\x04part\"-\n\x17GetSessionStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xd8\x02\n\x18GetSessionStatusResponse\x12\x36\n\x06\x63onfig\x18\x01 \x01(\x0b\x32&.sedna.api.aggregator.v1.SessionConfig\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32%.sedna.api.aggregator.v1.SessionState\x12\x15\n\rcurrent_round\x18\x03 \x01(\r\x12\x36\n\x07\x63lients\x18\x04 \x03(\x0b\x32%.sedna.api.aggregator.v1.ClientStatus\x12O\n\x07metrics\x18\x05 \x03(\x0b\x32>.sedna.api.aggregator.v1.GetSessionStatusResponse.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"]\n\x0c\x43lientStatus\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0csample_count\x18\x02 \x01(\x04\x12\x12\n\nlast_round\x18\x03 \x01(\r\x12\x10\n\x08selected\x18\x04 \x01(\x08\"<\n\x13LeaveSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\"\x16\n\x14LeaveSessionResponse*\xc6\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12%\n!SESSION_STATE_WAITING_FOR_CLIENTS\x10\x01\x12\x1a\n\x16SESSION_STATE_TRAINING\x10\x02\x12\x1d\n\x19SESSION_STATE_AGGREGATING\x10\x03\x12\x1b\n\x17SESSION_STATE_COMPLETED\x10\x04\x12\x18\n\x14SESSION_STATE_FAILED\x10\x05\x32\xcb\x04\n\x12\x41ggregationService\x12h\n\x0bJoinSession\x12+.sedna.api.aggregator.v1.JoinSessionRequest\x1a,.sedna.api.aggregator.v1.JoinSessionResponse\x12g\n\nPushUpdate\x12*.sedna.api.aggregator.v1.PushUpdateRequest\x1a+.sedna.api.aggregator.v1.PushUpdateResponse(\x01\x12|\n\x11PullGlobalWeights\x12\x31.sedna.api.aggregator.v1.PullGlobalWeightsRequest\x1a\x32.sedna.api.aggregator.v1.PullGlobalWeightsResponse0\x01\x12w\n\x10GetSessionStatus\x12\x30.sedna.api.aggregator.v1.GetSessionStatusRequest\x1a\x31.sedna.api.aggregator.v1.GetSessionStatusResponse\x12k\n\x0cLeaveSession\x12,.sedna.api.aggregator.v1.LeaveSessionRequest\x1a-.sedna.api.aggregator.v1.LeaveSessionResponseBe\n\x1aio.sedna.api.aggregator.v1P\x01ZEgithub.com/sedna-ai/sedna/gen/go/sedna/api/aggregator/v1;aggregatorv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1sedna/api/aggregator/v1/aggregation_service.proto\x12\x17sedna.api.aggregator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a sedna/api/common/v1/tensor.proto\"\xb4\x02\n\rSessionConfig\x12\x13\n\x0b\x61ggregation\x18\x01 \x01(\t\x12\x37\n\x16\x61ggregation_parameters\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nexit_round\x18\x03 \x01(\r\x12\x18\n\x10min_participants\x18\x04 \x01(\r\x12\x17\n\x0f\x63lient_fraction\x18\x05 \x01(\x01\x12\x30\n\rround_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rtarget_metric\x18\x07 \x01(\t\x12\x1b\n\x13target_metric_value\x18\x08 \x01(\x01\x12\x13\n\x0bproximal_mu\x18\t \x01(\x01\x12\x13\n\x0btarget_mode\x18\n \x01(\t\"\x89\x01\n\x12JoinSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0csample_count\x18\x03 \x01(\x04\x12\x36\n\x06\x63onfig\x18\x04 \x01(\x0b\x32&.sedna.api.aggregator.v1.SessionConfig\"\xbf\x01\n\x13JoinSessionResponse\x12\x36\n\x06\x63onfig\x18\x01 \x01(\x0b\x32&.sedna.api.aggregator.v1.SessionConfig\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32%.sedna.api.aggregator.v1.SessionState\x12\x15\n\rcurrent_round\x18\x03 \x01(\r\x12\x10\n\x08selected\x18\x04 \x01(\x08\x12\x11\n\tbulk_port\x18\x05 \x01(\r\"\xe4\x01\n\x0cUpdateHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x14\n\x0csample_count\x18\x04 \x01(\x04\x12\x43\n\x07metrics\x18\x05 \x03(\x0b\x32\x32.sedna.api.aggregator.v1.UpdateHeader.MetricsEntry\x12\x13\n\x0bweights_uri\x18\x06 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x87\x01\n\x11PushUpdateRequest\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.sedna.api.aggregator.v1.UpdateHeaderH\x00\x12\x31\n\x05\x66rame\x18\x02 \x01(\x0b\x32 .sedna.api.common.v1.TensorFrameH\x00\x42\x06\n\x04part\"=\n\x12PushUpdateResponse\x12\r\n\x05round\x18\x01 \x01(\r\x12\x18\n\x10received_updates\x18\x02 \x01(\r\"f\n\x18PullGlobalWeightsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x14\n\x0c\x62y_reference\x18\x04 \x01(\x08\"\x89\x02\n\x13GlobalWeightsHeader\x12\r\n\x05round\x18\x01 \x01(\r\x12\x15\n\rtotal_samples\x18\x02 \x01(\x04\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\x17\n\x0f\x64ropped_clients\x18\x04 \x03(\t\x12\x0c\n\x04\x65xit\x18\x05 \x01(\x08\x12J\n\x07metrics\x18\x06 \x03(\x0b\x32\x39.sedna.api.aggregator.v1.GlobalWeightsHeader.MetricsEntry\x12\x13\n\x0bweights_uri\x18\x07 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x96\x01\n\x19PullGlobalWeightsResponse\x12>\n\x06header\x18\x01 \x01(\x0b\x32,.sedna.api.aggregator.v1.GlobalWeightsHeaderH\x00\x12\x31\n\x05\x66rame\x18\x02 \x01(\x0b\x32 .sedna.api.common.v1.TensorFrameH\x00\x42\x06\n\x04part\"-\n\x17GetSessionStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xd8\x02\n\x18GetSessionStatusResponse\x12\x36\n\x06\x63onfig\x18\x01 \x01(\x0b\x32&.sedna.api.aggregator.v1.SessionConfig\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32%.sedna.api.aggregator.v1.SessionState\x12\x15\n\rcurrent_round\x18\x03 \x01(\r\x12\x36\n\x07\x63lients\x18\x04 \x03(\x0b\x32%.sedna.api.aggregator.v1.ClientStatus\x12O\n\x07metrics\x18\x05 \x03(\x0b\x32>.sedna.api.aggregator.v1.GetSessionStatusResponse.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"]\n\x0c\x43lientStatus\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0csample_count\x18\x02 \x01(\x04\x12\x12\n\nlast_round\x18\x03 \x01(\r\x12\x10\n\x08selected\x18\x04 \x01(\x08\"<\n\x13LeaveSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\"\x16\n\x14LeaveSessionResponse*\xc6\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12%\n!SESSION_STATE_WAITING_FOR_CLIENTS\x10\x01\x12\x1a\n\x16SESSION_STATE_TRAINING\x10\x02\x12\x1d\n\x19SESSION_STATE_AGGREGATING\x10\x03\x12\x1b\n\x17SESSION_STATE_COMPLETED\x10\x04\x12\x18\n\x14SESSION_STATE_FAILED\x10\x05\x32\xcb\x04\n\x12\x41ggregationService\x12h\n\x0bJoinSession\x12+.sedna.api.aggregator.v1.JoinSessionRequest\x1a,.sedna.api.aggregator.v1.JoinSessionResponse\x12g\n\nPushUpdate\x12*.sedna.api.aggregator.v1.PushUpdateRequest\x1a+.sedna.api.aggregator.v1.PushUpdateResponse(\x01\x12|\n\x11PullGlobalWeights\x12\x31.sedna.api.aggregator.v1.PullGlobalWeightsRequest\x1a\x32.sedna.api.aggregator.v1.PullGlobalWeightsResponse0\x01\x12w\n\x10GetSessionStatus\x12\x30.sedna.api.aggregator.v1.GetSessionStatusRequest\x1a\x31.sedna.api.aggregator.v1.GetSessionStatusResponse\x12k\n\x0cLeaveSession\x12,.sedna.api.aggregator.v1.LeaveSessionRequest\x1a-.sedna.api.aggregator.v1.LeaveSessionResponseBe\n\x1aio.sedna.api.aggregator.v1P\x01ZEgithub.com/sedna-ai/sedna/gen/go/sedna/api/aggregator/v1;aggregatorv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,42 +41,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GLOBALWEIGHTSHEADER_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_GETSESSIONSTATUSRESPONSE_METRICSENTRY']._loaded_options = None
   _globals['_GETSESSIONSTATUSRESPONSE_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_SESSIONSTATE']._serialized_start=2333
-  _globals['_SESSIONSTATE']._serialized_end=2531
+  _globals['_SESSIONSTATE']._serialized_start=2352
+  _globals['_SESSIONSTATE']._serialized_end=2550
   _globals['_SESSIONCONFIG']._serialized_start=175
   _globals['_SESSIONCONFIG']._serialized_end=483
   _globals['_JOINSESSIONREQUEST']._serialized_start=486
   _globals['_JOINSESSIONREQUEST']._serialized_end=623
   _globals['_JOINSESSIONRESPONSE']._serialized_start=626
-  _globals['_JOINSESSIONRESPONSE']._serialized_end=798
-  _globals['_UPDATEHEADER']._serialized_start=801
-  _globals['_UPDATEHEADER']._serialized_end=1029
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=983
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=1029
-  _globals['_PUSHUPDATEREQUEST']._serialized_start=1032
-  _globals['_PUSHUPDATEREQUEST']._serialized_end=1167
-  _globals['_PUSHUPDATERESPONSE']._serialized_start=1169
-  _globals['_PUSHUPDATERESPONSE']._serialized_end=1230
-  _globals['_PULLGLOBALWEIGHTSREQUEST']._serialized_start=1232
-  _globals['_PULLGLOBALWEIGHTSREQUEST']._serialized_end=1334
-  _globals['_GLOBALWEIGHTSHEADER']._serialized_start=1337
-  _globals['_GLOBALWEIGHTSHEADER']._serialized_end=1602
-  _globals['_GLOBALWEIGHTSHEADER_METRICSENTRY']._serialized_start=983
-  _globals['_GLOBALWEIGHTSHEADER_METRICSENTRY']._serialized_end=1029
-  _globals['_PULLGLOBALWEIGHTSRESPONSE']._serialized_start=1605
-  _globals['_PULLGLOBALWEIGHTSRESPONSE']._serialized_end=1755
-  _globals['_GETSESSIONSTATUSREQUEST']._serialized_start=1757
-  _globals['_GETSESSIONSTATUSREQUEST']._serialized_end=1802
-  _globals['_GETSESSIONSTATUSRESPONSE']._serialized_start=1805
-  _globals['_GETSESSIONSTATUSRESPONSE']._serialized_end=2149
-  _globals['_GETSESSIONSTATUSRESPONSE_METRICSENTRY']._serialized_start=983
-  _globals['_GETSESSIONSTATUSRESPONSE_METRICSENTRY']._serialized_end=1029
-  _globals['_CLIENTSTATUS']._serialized_start=2151
-  _globals['_CLIENTSTATUS']._serialized_end=2244
-  _globals['_LEAVESESSIONREQUEST']._serialized_start=2246
-  _globals['_LEAVESESSIONREQUEST']._serialized_end=2306
-  _globals['_LEAVESESSIONRESPONSE']._serialized_start=2308
-  _globals['_LEAVESESSIONRESPONSE']._serialized_end=2330
-  _globals['_AGGREGATIONSERVICE']._serialized_start=2534
-  _globals['_AGGREGATIONSERVICE']._serialized_end=3121
+  _globals['_JOINSESSIONRESPONSE']._serialized_end=817
+  _globals['_UPDATEHEADER']._serialized_start=820
+  _globals['_UPDATEHEADER']._serialized_end=1048
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=1002
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=1048
+  _globals['_PUSHUPDATEREQUEST']._serialized_start=1051
+  _globals['_PUSHUPDATEREQUEST']._serialized_end=1186
+  _globals['_PUSHUPDATERESPONSE']._serialized_start=1188
+  _globals['_PUSHUPDATERESPONSE']._serialized_end=1249
+  _globals['_PULLGLOBALWEIGHTSREQUEST']._serialized_start=1251
+  _globals['_PULLGLOBALWEIGHTSREQUEST']._serialized_end=1353
+  _globals['_GLOBALWEIGHTSHEADER']._serialized_start=1356
+  _globals['_GLOBALWEIGHTSHEADER']._serialized_end=1621
+  _globals['_GLOBALWEIGHTSHEADER_METRICSENTRY']._serialized_start=1002
+  _globals['_GLOBALWEIGHTSHEADER_METRICSENTRY']._serialized_end=1048
+  _globals['_PULLGLOBALWEIGHTSRESPONSE']._serialized_start=1624
+  _globals['_PULLGLOBALWEIGHTSRESPONSE']._serialized_end=1774
+  _globals['_GETSESSIONSTATUSREQUEST']._serialized_start=1776
+  _globals['_GETSESSIONSTATUSREQUEST']._serialized_end=1821
+  _globals['_GETSESSIONSTATUSRESPONSE']._serialized_start=1824
+  _globals['_GETSESSIONSTATUSRESPONSE']._serialized_end=2168
+  _globals['_GETSESSIONSTATUSRESPONSE_METRICSENTRY']._serialized_start=1002
+  _globals['_GETSESSIONSTATUSRESPONSE_METRICSENTRY']._serialized_end=1048
+  _globals['_CLIENTSTATUS']._serialized_start=2170
+  _globals['_CLIENTSTATUS']._serialized_end=2263
+  _globals['_LEAVESESSIONREQUEST']._serialized_start=2265
+  _globals['_LEAVESESSIONREQUEST']._serialized_end=2325
+  _globals['_LEAVESESSIONRESPONSE']._serialized_start=2327
+  _globals['_LEAVESESSIONRESPONSE']._serialized_end=2349
+  _globals['_AGGREGATIONSERVICE']._serialized_start=2553
+  _globals['_AGGREGATIONSERVICE']._serialized_end=3140
 # @@protoc_insertion_point(module_scope)

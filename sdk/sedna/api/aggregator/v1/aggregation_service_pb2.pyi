@@ -160,11 +160,16 @@ class JoinSessionResponse(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     CURRENT_ROUND_FIELD_NUMBER: _builtins.int
     SELECTED_FIELD_NUMBER: _builtins.int
+    BULK_PORT_FIELD_NUMBER: _builtins.int
     state: Global___SessionState.ValueType
     current_round: _builtins.int
     """The round the client should train for next."""
     selected: _builtins.bool
     """Whether the client is selected for current_round."""
+    bulk_port: _builtins.int
+    """The server's bulk port (bulk_transfer.proto) on the host the client dialed; 0: none.
+    Clients may push and pull the weights there instead of in PushUpdate/PullGlobalWeights.
+    """
     @_builtins.property
     def config(self) -> Global___SessionConfig: ...
     def __init__(
@@ -174,10 +179,11 @@ class JoinSessionResponse(_message.Message):
         state: Global___SessionState.ValueType = ...,
         current_round: _builtins.int = ...,
         selected: _builtins.bool = ...,
+        bulk_port: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "current_round", b"current_round", "selected", b"selected", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bulk_port", b"bulk_port", "config", b"config", "current_round", b"current_round", "selected", b"selected", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
