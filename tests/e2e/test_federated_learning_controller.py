@@ -97,7 +97,11 @@ async def test_the_upstream_yaml_deploys_unchanged(tmp_path: Path) -> None:
             assert pod["spec"]["restartPolicy"] == "OnFailure"
         service = await ji.read_object(cluster, "service", f"{NAME}-aggregation")
         assert service is not None
-        assert service["spec"]["ports"][0]["port"] == 7363
+        # The gRPC port, and the bulk port trainers push and pull the weights on.
+        assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+            ("tcp-0", 7363, 7363),
+            ("bulk", 7365, 7365),
+        ]
 
         for pod in pods.values():
             await _set_phase(cluster, pod["metadata"]["name"], "Running")

@@ -82,6 +82,7 @@ from sedna.tensor.chunk_wire import RawChunk
 
 __all__ = [
     "CURRENT_ROUND_METADATA_KEY",
+    "DEFAULT_AGG_BULK_PORT",
     "DEFAULT_AGG_PORT",
     "REASON_METADATA_KEY",
     "AggregationClient",
@@ -111,6 +112,8 @@ Array = npt.NDArray[Any]
 T = TypeVar("T")
 
 DEFAULT_AGG_PORT: Final = 7363
+DEFAULT_AGG_BULK_PORT: Final = 7365
+"""The aggregator's default bulk port (``bulk_transfer.proto``; its metrics are on 7364)."""
 CURRENT_ROUND_METADATA_KEY: Final = "sedna-current-round"
 """Trailing metadata of a wrong-round refusal: the session's current round."""
 REASON_METADATA_KEY: Final = "sedna-reason"

@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from sedna.runtime import ServiceSettings
+from sedna.service.aggregation_client import DEFAULT_AGG_BULK_PORT
 from sedna.tensor import DEFAULT_MAX_TENSORS
 from sedna_aggregator.core import (
     BelowMinimum,
@@ -31,7 +32,7 @@ __all__ = [
 
 DEFAULT_PORT = 7363
 DEFAULT_METRICS_PORT = 7364
-DEFAULT_BULK_PORT = 7365
+DEFAULT_BULK_PORT = DEFAULT_AGG_BULK_PORT
 DEFAULT_MAX_UPDATE_BYTES = 2 << 30
 """2 GiB: the largest update (all layers together) a PushUpdate may announce."""
 DEFAULT_SEND_CHUNK_BYTES = 1 << 20

@@ -10,7 +10,7 @@ the contract env goes into every container (each container's own entries win), a
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sedna.resources.worker import WorkerOwner, WorkerPhaseName, WorkerSpec
@@ -205,8 +205,11 @@ def service_body(
     selector: Mapping[str, str],
     port: int,
     owner: WorkerOwner | None,
+    *,
+    extra_ports: Sequence[tuple[str, int]] = (),
 ) -> dict[str, Any]:
-    """A ClusterIP Service with one port named ``tcp-0`` (upstream's EdgeMesh service)."""
+    """A ClusterIP Service with its main port named ``tcp-0`` (upstream's EdgeMesh service),
+    then ``extra_ports`` under their names."""
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(selector)}
     if owner is not None:
         metadata["ownerReferences"] = [owner_reference(owner)]
@@ -217,7 +220,10 @@ def service_body(
         "spec": {
             "type": "ClusterIP",
             "selector": dict(selector),
-            "ports": [{"name": "tcp-0", "port": port, "targetPort": port, "protocol": "TCP"}],
+            "ports": [
+                {"name": port_name, "port": number, "targetPort": number, "protocol": "TCP"}
+                for port_name, number in (("tcp-0", port), *extra_ports)
+            ],
         },
     }
 

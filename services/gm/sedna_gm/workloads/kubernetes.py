@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
@@ -409,10 +409,13 @@ class KubernetesWorkloadRuntime:
         port: int,
         *,
         owner: WorkerOwner | None = None,
+        extra_ports: Sequence[tuple[str, int]] = (),
     ) -> ServiceEndpoint:
         """Create or update the ClusterIP Service; return ``<name>.<namespace>:<port>``."""
-        check_service(namespace, name, selector, port)
-        body = k8s_objects.service_body(namespace, name, selector, port, owner)
+        check_service(namespace, name, selector, port, extra_ports)
+        body = k8s_objects.service_body(
+            namespace, name, selector, port, owner, extra_ports=extra_ports
+        )
         core = self._api.core
         current = await self._api.call(
             f"reading service {namespace}/{name}",
@@ -488,6 +491,10 @@ def _service_differs(current: Mapping[str, Any], body: Mapping[str, Any]) -> boo
     spec = current.get("spec") or {}
     if (spec.get("selector") or {}) != body["spec"]["selector"]:
         return True
-    want = body["spec"]["ports"][0]
+    wanted = body["spec"]["ports"]
     ports = spec.get("ports") or []
-    return len(ports) != 1 or any(ports[0].get(k) != want[k] for k in ("name", "port"))
+    return len(ports) != len(wanted) or any(
+        have.get(k) != want[k]
+        for have, want in zip(ports, wanted, strict=True)
+        for k in ("name", "port")
+    )

@@ -431,6 +431,7 @@ class LocalWorkloadRuntime:
         port: int,
         *,
         owner: WorkerOwner | None = None,
+        extra_ports: Sequence[tuple[str, int]] = (),
     ) -> ServiceEndpoint:
         """Resolve to the host of the selected worker's node, else ``127.0.0.1``.
 
@@ -439,7 +440,7 @@ class LocalWorkloadRuntime:
         WorkloadError
             ``port`` is not 1-65535 or ``selector`` is empty.
         """
-        check_service(namespace, name, selector, port)
+        check_service(namespace, name, selector, port, extra_ports)
         host = "127.0.0.1"
         if self._nodes is not None:
             nodes = {_node_of(o) for o in await self._list(namespace, selector)} - {""}

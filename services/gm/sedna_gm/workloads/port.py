@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -149,7 +149,13 @@ def spec_hash(
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def check_service(namespace: str, name: str, selector: Mapping[str, str], port: int) -> None:
+def check_service(
+    namespace: str,
+    name: str,
+    selector: Mapping[str, str],
+    port: int,
+    extra_ports: Sequence[tuple[str, int]] = (),
+) -> None:
     """Check the arguments of :meth:`WorkloadRuntime.ensure_service` (every runtime does).
 
     Raises
@@ -159,6 +165,12 @@ def check_service(namespace: str, name: str, selector: Mapping[str, str], port: 
     """
     if not 0 < port < 65536:
         raise WorkloadError(f"service {namespace}/{name}: port {port} is not in 1-65535")
+    for port_name, extra in extra_ports:
+        if not 0 < extra < 65536 or extra == port:
+            raise WorkloadError(
+                f"service {namespace}/{name}: port {port_name} ({extra}) is not in 1-65535 or "
+                f"repeats the main port {port}"
+            )
     if not selector:
         raise WorkloadError(f"service {namespace}/{name}: an empty selector matches nothing")
 
@@ -226,8 +238,14 @@ class WorkloadRuntime(Protocol):
         port: int,
         *,
         owner: WorkerOwner | None = None,
+        extra_ports: Sequence[tuple[str, int]] = (),
     ) -> ServiceEndpoint:
-        """Create or update a service in front of the workers matching ``selector``."""
+        """Create or update a service in front of the workers matching ``selector``.
+
+        ``port`` is the service's main port (the endpoint returned); ``extra_ports`` are
+        further ``(name, port)`` pairs it exposes (the aggregator's bulk port), each to the
+        same port number on the workers.
+        """
         ...
 
     async def delete_service(self, namespace: str, name: str) -> None:

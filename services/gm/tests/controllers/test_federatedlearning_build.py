@@ -16,6 +16,7 @@ from sedna_gm.controllers.federatedlearning.status import (
 from sedna_gm.controllers.federatedlearning.workers import (
     JobInputs,
     ResolvedDataset,
+    aggregator_bulk_port,
     build_aggregator,
     build_trainer,
     dataset_names,
@@ -62,6 +63,26 @@ def test_aggregator_env_binds_its_port_and_counts_participants() -> None:
     assert env["PARTICIPANTS_COUNT"] == "2"
     assert env["MODEL_NAME"] == "m"
     assert env["TRANSMITTER"] == "ws"
+    # Local aggregators share a host: their bulk ports are picked free (and advertised).
+    assert env["SEDNA_AGGREGATOR_BULK_PORT"] == "0"
+
+
+def test_the_bulk_port_is_the_templates_or_the_default() -> None:
+    built = build_aggregator(
+        job(), INPUTS, mode=RuntimeMode.KUBERNETES, settings=SETTINGS, port=7363
+    )
+    assert "SEDNA_AGGREGATOR_BULK_PORT" not in env_of(built.spec)  # the server's default
+    assert aggregator_bulk_port(job()) == 7365
+    pinned = job(agg_env=[{"name": "SEDNA_AGGREGATOR_BULK_PORT", "value": "9000"}])
+    assert aggregator_bulk_port(pinned) == 9000
+    local = build_aggregator(pinned, INPUTS, mode=RuntimeMode.LOCAL, settings=SETTINGS, port=1)
+    assert env_of(local.spec)["SEDNA_AGGREGATOR_BULK_PORT"] == "9000"
+    off = job(agg_env=[{"name": "SEDNA_AGGREGATOR_BULK_PORT", "value": "none"}])
+    assert aggregator_bulk_port(off) is None
+    for bad in ("0", "x", "70000"):
+        wrong = job(agg_env=[{"name": "SEDNA_AGGREGATOR_BULK_PORT", "value": bad}])
+        with pytest.raises(WorkloadError, match=f"SEDNA_AGGREGATOR_BULK_PORT: '{bad}' is not"):
+            aggregator_bulk_port(wrong)
 
 
 def test_trainer_runs_on_its_datasets_node_and_points_at_the_aggregator() -> None:

@@ -201,6 +201,17 @@ async def test_deployment_and_service(cluster: Any) -> None:
     await rt.ensure_service("default", svc_name, selector, 5001, owner=owner)
     svc = await _get(cluster, f"/api/v1/namespaces/default/services/{svc_name}")
     assert svc["spec"]["ports"][0]["port"] == 5001
+    # A further port (the aggregator's bulk port) is added to the existing Service.
+    await rt.ensure_service(
+        "default", svc_name, selector, 5001, owner=owner, extra_ports=[("bulk", 5005)]
+    )
+    svc = await _get(cluster, f"/api/v1/namespaces/default/services/{svc_name}")
+    assert svc["spec"]["ports"] == [
+        {"name": "tcp-0", "port": 5001, "targetPort": 5001, "protocol": "TCP"},
+        {"name": "bulk", "port": 5005, "targetPort": 5005, "protocol": "TCP"},
+    ]
+    with pytest.raises(WorkloadError, match=r"port bulk \(5001\) .* repeats the main port"):
+        await rt.ensure_service("default", svc_name, selector, 5001, extra_ports=[("bulk", 5001)])
     await rt.delete_service("default", svc_name)
     await rt.delete_service("default", svc_name)
     await rt.delete_worker("default", name)

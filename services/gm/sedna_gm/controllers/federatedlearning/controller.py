@@ -64,6 +64,7 @@ from sedna_gm.controllers.federatedlearning.workers import (
     DEFAULT_AGG_PORT,
     TRAIN,
     JobInputs,
+    aggregator_bulk_port,
     aggregator_name,
     build_aggregator,
     build_trainer,
@@ -318,8 +319,19 @@ class FederatedLearningController:
             **owner_selector(KIND, obj.name),
             f"{label_prefix(KIND)}/worker-type": AGGREGATION,
         }
+        extra_ports: list[tuple[str, int]] = []
+        if not self.local:  # trainers reach the bulk port through the Service too
+            with spec_errors():
+                bulk_port = aggregator_bulk_port(obj)
+            if bulk_port is not None:
+                extra_ports.append(("bulk", bulk_port))
         endpoint = await self.runtime.ensure_service(
-            ns, service_name(obj.name, AGGREGATION), selector, port, owner=owner
+            ns,
+            service_name(obj.name, AGGREGATION),
+            selector,
+            port,
+            owner=owner,
+            extra_ports=extra_ports,
         )
         others = [s for s in observed if s.name != agg_name]
         waiting = self._unreachable(agg_status.get(agg_name))

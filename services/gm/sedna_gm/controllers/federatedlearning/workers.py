@@ -33,6 +33,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from sedna.resources.objects import ResourceObject
+from sedna.service.aggregation_client import DEFAULT_AGG_BULK_PORT
 from sedna_gm.controllers.jointinference.workers import (
     HOST_NETWORK_DNS_POLICY,
     ResolvedModel,
@@ -46,10 +47,12 @@ from sedna_gm.workloads.storage import S3Secret, StoragePlan
 __all__ = [
     "AGGREGATION",
     "AGG_BIND_PORT_ENV",
+    "AGG_BULK_PORT_ENV",
     "DEFAULT_AGG_PORT",
     "TRAIN",
     "JobInputs",
     "ResolvedDataset",
+    "aggregator_bulk_port",
     "aggregator_name",
     "build_aggregator",
     "build_trainer",
@@ -64,6 +67,9 @@ TRAIN = "train"
 DEFAULT_AGG_PORT = 7363
 """Upstream's aggregator port (the Kubernetes Service port and the default bind port)."""
 AGG_BIND_PORT_ENV = "AGG_BIND_PORT"
+AGG_BULK_PORT_ENV = "SEDNA_AGGREGATOR_BULK_PORT"
+"""The aggregator's bulk port setting: a Kubernetes Service exposes it beside AGG_BIND_PORT;
+local aggregators get ``0`` (a free port: several jobs share the host) unless it is set."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,31 @@ def explicit_agg_port(obj: ResourceObject) -> int | None:
     return port
 
 
+def aggregator_bulk_port(obj: ResourceObject) -> int | None:
+    """The aggregator's bulk port: ``SEDNA_AGGREGATOR_BULK_PORT`` as its template sets it,
+    else the default (7365); None when the template turns it off (``none``).
+
+    Raises
+    ------
+    WorkloadError
+        The value is neither a port number nor ``none`` (0, a free port, cannot be put
+        behind a Service).
+    """
+    raw = explicit_env(_aggregation_template(obj), AGG_BULK_PORT_ENV)
+    if raw is None:
+        return DEFAULT_AGG_BULK_PORT
+    text = raw.strip().lower()
+    if text in ("", "none", "null"):
+        return None
+    port = int(text) if text.isdigit() else 0
+    if not 0 < port < 65536:
+        raise WorkloadError(
+            f"spec.aggregationWorker.template.spec.containers[0].env {AGG_BULK_PORT_ENV}: "
+            f"{raw!r} is not a port number (1-65535) or none"
+        )
+    return port
+
+
 def _transmitter_env(obj: ResourceObject) -> dict[str, str]:
     transmitter = obj.spec.get("transmitter")
     s3 = transmitter.get("s3") if isinstance(transmitter, Mapping) else None
@@ -177,8 +208,12 @@ def build_aggregator(
         The template is malformed (the message names the field) or a URL is unusable.
     """
     storage = StoragePlan(mode)
+    local_bulk = mode is not RuntimeMode.KUBERNETES and (
+        explicit_env(_aggregation_template(obj), AGG_BULK_PORT_ENV) is None
+    )
     env = {
         AGG_BIND_PORT_ENV: str(port),
+        **({AGG_BULK_PORT_ENV: "0"} if local_bulk else {}),
         "PARTICIPANTS_COUNT": str(len(inputs.datasets)),
         **_model_env(inputs, storage),
         **_transmitter_env(obj),
