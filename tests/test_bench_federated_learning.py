@@ -122,7 +122,7 @@ def test_verdicts_are_na_without_the_other_system_or_on_a_wrong_aggregate(
 
 @pytest.mark.slow
 def test_tiny_run_checks_every_aggregate(tmp_path: Path) -> None:
-    systems = ["floor", "ours", "websocket"]
+    systems = ["floor", "ours", "ours-grpc", "websocket"]
     if (REPO / ".venv-flower" / "bin" / "python").exists():
         systems.append("flower")
     out = tmp_path / "result.json"
@@ -148,7 +148,7 @@ def test_tiny_run_checks_every_aggregate(tmp_path: Path) -> None:
         "--markdown",
     ]
     done = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=110, check=False
+        command, cwd=REPO, capture_output=True, text=True, timeout=115, check=False
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Targets" in done.stdout

@@ -46,7 +46,9 @@ HELP = "\n\n".join(
         "--layers tensors), FedAvg, a warm-up round then --rounds measured rounds. Each client "
         "'trains' by adding its own constant to the global weights, so the final aggregate is "
         "known exactly and every system's is checked.",
-        "[bold]ours[/bold]: sedna-aggregator + AggregationClient (join, push, pull per round); "
+        "[bold]ours[/bold]: sedna-aggregator + AggregationClient (join, push, pull per round), "
+        "the weights on the aggregator's bulk port (the default); [bold]ours-grpc[/bold]: the "
+        "same with the bulk port off (gRPC tensor streams, AggregationClient(bulk=False)); "
         "[bold]flower[/bold]: Flower 1.41.0 start_server/start_client (grpc-bidi, FedAvg) in "
         ".venv-flower (built on first use by scripts/flower_venv.sh); [bold]websocket[/bold]: "
         "upstream Sedna's websocket + JSON-lists protocol (aiohttp), the server waiting for all "

@@ -21,15 +21,18 @@ from .model import delta, initial_weights, layer_shapes, max_abs_error, sample_c
 SESSION = "default/bench-fl"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one client; write its round times and the final check to ``--out``."""
+def main(argv: list[str] | None = None, *, bulk: bool = True) -> int:
+    """Run one client; write its round times and the final check to ``--out``.
+
+    ``bulk``: use the aggregator's bulk port (the client's default); False: gRPC only.
+    """
     args = parse_worker_args(argv)
     shapes = layer_shapes(args.params, args.layers)
     initial = initial_weights(shapes)
     weights = [layer.copy() for layer in initial]
     n, d = sample_count(args.client), delta(args.client)
     rounds: list[tuple[int, float, float]] = []
-    with AggregationClient(args.host, args.port, timeout=args.timeout) as client:
+    with AggregationClient(args.host, args.port, timeout=args.timeout, bulk=bulk) as client:
         joined = client.join(SESSION, f"trainer-{args.client}", sample_count=n)
         first = max(joined.current_round, 1)
         cpu0 = cpu_seconds()

@@ -29,6 +29,7 @@ __all__ = [
     "FLOOR",
     "FLOWER",
     "OURS",
+    "OURS_GRPC",
     "SYSTEMS",
     "WEBSOCKET",
     "RunSpec",
@@ -40,12 +41,15 @@ __all__ = [
 
 REPO: Final = Path(__file__).resolve().parents[2]
 OURS: Final = "ours"
+OURS_GRPC: Final = "ours-grpc"
 FLOWER: Final = "flower"
 WEBSOCKET: Final = "websocket"
 FLOOR: Final = "floor"
-SYSTEMS: Final = (FLOOR, OURS, FLOWER, WEBSOCKET)
+SYSTEMS: Final = (FLOOR, OURS, OURS_GRPC, FLOWER, WEBSOCKET)
+_AGGREGATOR_SYSTEMS: Final = (OURS, OURS_GRPC)
 LABELS: Final = {
-    OURS: "ours (sedna-aggregator, gRPC tensor streams)",
+    OURS: "ours (sedna-aggregator, bulk port: the default)",
+    OURS_GRPC: "ours, gRPC tensor streams only (AggregationClient(bulk=False))",
     FLOWER: "Flower 1.41.0 (grpc-bidi, FedAvg)",
     WEBSOCKET: "upstream-style websocket + JSON",
     FLOOR: "raw TCP socket floor",
@@ -55,6 +59,7 @@ _MODULES: Final = {
     WEBSOCKET: "bench.federated_learning.ws",
     FLOOR: "bench.federated_learning.floor",
     OURS: "bench.federated_learning.ours",
+    OURS_GRPC: "bench.federated_learning.ours_grpc",
 }
 
 
@@ -218,7 +223,7 @@ def _worker_args(spec: RunSpec, port: int, out: Path) -> list[str]:
 
 
 def _server_command(system: str, spec: RunSpec, port: int, out: Path) -> list[str]:
-    if system == OURS:
+    if system in _AGGREGATOR_SYSTEMS:
         return [
             *_aggregator_command(),
             "--host",
@@ -332,7 +337,7 @@ def run_system(  # noqa: PLR0915 - one linear start / wait / collect flow
                 raise RuntimeError(
                     f"client {k} exited with {code}: {_tail(run_dir / f'client-{k}.log')}"
                 )
-        if system == OURS:
+        if system in _AGGREGATOR_SYSTEMS:
             result.peak_rss_kb = proc_memory_kb(server.pid)["VmHWM"]
             server_cpu_end = proc_cpu_seconds(server.pid)
         else:
