@@ -22,7 +22,14 @@ import grpc
 from sedna.api.aggregator.v1 import aggregation_service_pb2 as pb
 from sedna.api.aggregator.v1 import bulk_transfer_pb2 as bulk_pb
 from sedna.api.common.v1.tensor_pb2 import TensorFrame
-from sedna.service.bulk_wire import BulkProtocolError, recv_exactly, recv_message, send_message
+from sedna.service.bulk_wire import (
+    BulkProtocolError,
+    recv_exactly,
+    recv_message,
+    send_message,
+    set_io_timeout,
+    timed_out,
+)
 from sedna.tensor import TensorAssembler
 
 __all__ = ["CONNECT_TIMEOUT", "BulkCallError", "BulkConnection", "BulkUnreachableError"]
@@ -180,13 +187,18 @@ class BulkConnection:
             return body(sock)
         except BulkCallError:
             raise
-        except TimeoutError:
+        except OSError as err:
             self.close()
+            if timed_out(err):
+                raise BulkCallError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{what} over the bulk port {self.where}: deadline exceeded",
+                ) from None
             raise BulkCallError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{what} over the bulk port {self.where}: deadline exceeded",
+                grpc.StatusCode.UNAVAILABLE,
+                f"{what} over the bulk port {self.where}: connection failed: {err}",
             ) from None
-        except (OSError, BulkProtocolError, ssl.SSLError) as err:
+        except (BulkProtocolError, ssl.SSLError) as err:
             self.close()
             raise BulkCallError(
                 grpc.StatusCode.UNAVAILABLE,
@@ -197,7 +209,7 @@ class BulkConnection:
             raise
 
     def _answer(self, sock: socket.socket, deadline: _Deadline, extra: float = 0.0) -> Any:
-        sock.settimeout(deadline.left(extra))
+        set_io_timeout(sock, deadline.left(extra))
         response = recv_message(sock, bulk_pb.BulkResponse)
         assert response is not None
         if response.WhichOneof("response") == "error":
@@ -228,7 +240,7 @@ class BulkConnection:
         request.push.manifest.CopyFrom(plan_manifest)
 
         def body(sock: socket.socket) -> pb.PushUpdateResponse:
-            sock.settimeout(deadline.left())
+            set_io_timeout(sock, deadline.left())
             send_message(sock, request)
             ready = self._answer(sock, deadline)
             if ready.WhichOneof("response") != "ready":
@@ -236,7 +248,7 @@ class BulkConnection:
             for payload in payloads:
                 if len(payload):
                     self.payload_sent = True
-                    sock.settimeout(deadline.left())
+                    set_io_timeout(sock, deadline.left())
                     sock.sendall(payload)
             answer = self._answer(sock, deadline)
             if answer.WhichOneof("response") != "pushed":
@@ -269,7 +281,7 @@ class BulkConnection:
         message.pull.CopyFrom(request)
 
         def body(sock: socket.socket) -> pb.GlobalWeightsHeader:
-            sock.settimeout(deadline.left())
+            set_io_timeout(sock, deadline.left())
             send_message(sock, message)
             answer = self._answer(sock, deadline, extra=_ANSWER_MARGIN)
             if answer.WhichOneof("response") != "weights":
@@ -279,7 +291,7 @@ class BulkConnection:
                 assembler.feed(TensorFrame(manifest=weights.manifest))
 
                 def read(view: memoryview) -> None:
-                    sock.settimeout(deadline.left(_ANSWER_MARGIN))
+                    set_io_timeout(sock, deadline.left(_ANSWER_MARGIN))
                     recv_exactly(sock, view)
 
                 assembler.receive_in_place(read)

@@ -1,13 +1,22 @@
 """Framing of the aggregator's bulk port (``bulk_transfer.proto``), shared by both ends.
 
 Every message is a 4-byte big-endian length and the serialized protobuf message; tensor
-bytes follow some messages raw (see the proto). These helpers work on blocking sockets
-(plain or TLS) whose timeout bounds each operation; the callers run them in threads.
+bytes follow some messages raw (see the proto). These helpers work on blocking sockets, plain
+or TLS, whose timeout (:func:`set_io_timeout`) bounds each operation; the callers run them in
+threads.
+
+Plain sockets stay in blocking mode with the timeout in the kernel (``SO_RCVTIMEO``,
+``SO_SNDTIMEO``), so that one ``recv(MSG_WAITALL)`` fills a whole chunk and one ``send``
+writes a whole tensor: Python's own socket timeout polls before every partial read (64 KiB
+or so on loopback), and in a multi-threaded server each of those reads took the GIL back,
+waiting for the threads running Python and NumPy.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
+import ssl
 import struct
 from collections.abc import Iterator, Sequence
 from typing import Final, TypeVar
@@ -21,17 +30,40 @@ __all__ = [
     "recv_exactly",
     "recv_message",
     "send_message",
+    "set_io_timeout",
+    "timed_out",
 ]
 
 MAX_MESSAGE_BYTES: Final = 1 << 20
 """Largest framed message (a request or an answer; tensor bytes are not messages)."""
 _LENGTH: Final = struct.Struct("!I")
+_TIMEVAL: Final = struct.Struct("@ll")
+_TIMED_OUT: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
 
 M = TypeVar("M", bound=Message)
 
 
 class BulkProtocolError(ConnectionError):
     """The peer broke the framing (oversized or undecodable message, or closed midway)."""
+
+
+def set_io_timeout(sock: socket.socket, seconds: float) -> None:
+    """Bound each read and each write of ``sock`` by ``seconds``: in the kernel for a plain
+    socket (kept blocking), by Python's socket timeout for a TLS one."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.settimeout(seconds)
+        return
+    sock.settimeout(None)
+    whole = int(seconds)
+    micro = max(int((seconds - whole) * 1_000_000), 0 if whole else 1000)
+    timeval = _TIMEVAL.pack(whole, micro)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+def timed_out(err: OSError) -> bool:
+    """Whether ``err`` is a socket timeout (Python's, or the kernel's ``EAGAIN``)."""
+    return isinstance(err, TimeoutError) or err.errno in _TIMED_OUT
 
 
 def recv_exactly(sock: socket.socket, view: memoryview) -> None:
@@ -41,12 +73,20 @@ def recv_exactly(sock: socket.socket, view: memoryview) -> None:
     ------
     BulkProtocolError
         The peer closed the connection before ``view`` was full.
-    TimeoutError, OSError
-        From the socket (its timeout bounds each read).
+    TimeoutError
+        A read waited longer than the socket's timeout (:func:`set_io_timeout`).
+    OSError
+        From the socket.
     """
     wanted = len(view)
+    flags = 0 if isinstance(sock, ssl.SSLSocket) else socket.MSG_WAITALL
     while view:
-        got = sock.recv_into(view)
+        try:
+            got = sock.recv_into(view, len(view), flags)
+        except OSError as err:
+            if timed_out(err) and not isinstance(err, TimeoutError):
+                raise TimeoutError(f"no data for the socket's timeout ({err})") from None
+            raise
         if not got:
             raise BulkProtocolError(
                 f"the peer closed the connection {wanted - len(view)} bytes into {wanted}"

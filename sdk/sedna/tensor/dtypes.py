@@ -193,13 +193,10 @@ def from_numpy_dtype(dtype: npt.DTypeLike) -> DataType.ValueType:
         resolved = np.dtype(dtype)
     except TypeError as exc:
         raise TensorError(f"not a numpy dtype: {dtype!r} ({exc})") from None
-    # bfloat16 first: it is an extension type (kind "V" today), and checking it before the size
-    # lookup keeps a future ml_dtypes that reports kind "f" from being taken for float16.
-    bfloat16 = _bfloat16()
-    if bfloat16 is not None and resolved == bfloat16:
-        return _BFLOAT16
-    # Only numpy's own plain numeric dtypes qualify (isbuiltin 2 marks extension types); a
-    # structured or sub-array dtype must not slip through the (kind, size) lookup.
+    # Only numpy's own plain numeric dtypes qualify here (isbuiltin 2 marks extension types, so
+    # a future ml_dtypes bfloat16 reporting kind "f" is not taken for float16); a structured or
+    # sub-array dtype must not slip through the (kind, size) lookup. Checked before bfloat16 so
+    # that plain dtypes never import ml_dtypes (1.2 s and ~15 MiB, in the first call).
     if (
         resolved.kind in "biufc"
         and resolved.isbuiltin != 2
@@ -209,6 +206,9 @@ def from_numpy_dtype(dtype: npt.DTypeLike) -> DataType.ValueType:
         found = _BY_KIND_AND_SIZE.get((resolved.kind, resolved.itemsize))
         if found is not None:
             return found
+    bfloat16 = _bfloat16() if resolved.isbuiltin == 2 else None
+    if bfloat16 is not None and resolved == bfloat16:
+        return _BFLOAT16
     raise TensorError(
         f"unsupported numpy dtype {str(resolved)!r}: it has no wire DataType "
         f"(supported: {_SUPPORTED_TEXT})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -158,3 +159,19 @@ def test_bfloat16_with_ml_dtypes() -> None:
     # Other ml_dtypes extension types have no wire type and must not pass for a native one.
     with pytest.raises(TensorError, match="unsupported numpy dtype"):
         from_numpy_dtype(ml_dtypes.float8_e4m3fn)
+
+
+def test_plain_dtypes_do_not_import_ml_dtypes() -> None:
+    """Importing ml_dtypes takes about a second (it registers its ufunc loops): an aggregator
+    paid it on its first pull, and every trainer on its first push, for float32 weights."""
+    code = (
+        "import sys, numpy as np\n"
+        "from sedna.tensor.dtypes import from_numpy_dtype\n"
+        "for t in (np.float32, np.float64, np.float16, np.int64, np.bool_, np.complex64):\n"
+        "    from_numpy_dtype(t)\n"
+        "assert 'ml_dtypes' not in sys.modules, 'ml_dtypes was imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -46,6 +46,7 @@ from sedna.service.bulk_wire import (
     recv_exactly,
     recv_message,
     send_message,
+    set_io_timeout,
 )
 from sedna.tensor import TensorStreamError, check_manifest
 from sedna.tensor.chunk_wire import RawChunk
@@ -216,9 +217,10 @@ class BulkServer:
         try:
             conn.setblocking(True)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(self._io_timeout)
+            set_io_timeout(conn, self._io_timeout)
             if self._ssl is not None:
                 conn = await self._io(self._handshake, conn)
+                set_io_timeout(conn, self._io_timeout)
                 # Cut through the TLS socket from now on (aclose's shutdown).
                 self._connections[asyncio.current_task()] = conn  # type: ignore[index]
             while True:
@@ -237,11 +239,11 @@ class BulkServer:
         return self._ssl.wrap_socket(conn, server_side=True)
 
     def _next_request(self, conn: socket.socket) -> bulk_pb.BulkRequest | None:
-        conn.settimeout(self._idle_timeout)
+        set_io_timeout(conn, self._idle_timeout)
         try:
             return recv_message(conn, bulk_pb.BulkRequest, eof_ok=True)
         finally:
-            conn.settimeout(self._io_timeout)
+            set_io_timeout(conn, self._io_timeout)
 
     async def _handle(self, conn: socket.socket, request: bulk_pb.BulkRequest, peer: str) -> bool:
         """Serve one request; False when the connection must close."""
