@@ -64,7 +64,7 @@ class Aggregator:
 
         async def start() -> Any:
             server = ServiceServer(settings)
-            app.setup(server, settings)
+            self.servicer = app.setup(server, settings)
             await server.start()
             return server
 
@@ -427,17 +427,25 @@ class BigEstimator:
         return {"loss": float(self.trained)}
 
 
+@pytest.mark.parametrize("transport", ["grpc", "bulk"])
 def test_a_push_cut_mid_stream_is_pushed_again_and_counts_once(
-    restartable: Callable[..., Aggregator], monkeypatch: pytest.MonkeyPatch
+    restartable: Callable[..., Aggregator], monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:
     """The connection breaks while the update streams (UNAVAILABLE after frames went out:
     the client does not resend on its own); the trainer re-joins through a new connection
     and pushes again. Whether the server had counted it (a duplicate, confirmed by its
-    status) or backed it out (taken anew), the job ends as without the fault."""
+    status) or backed it out (taken anew), the job ends as without the fault. ``grpc``: the
+    server has no bulk port and the proxy cuts the gRPC connection; ``bulk``: the proxy sits
+    in front of the bulk port (the server advertises the proxy's)."""
     monkeypatch.delenv("TRANSMITTER", raising=False)
-    server = restartable(0, exit_round=2, min_participants=1, expected_clients=None)
-    proxy = CuttingProxy(server.port, cut_after=256 << 10)
-    monkeypatch.setenv("AGG_PORT", str(proxy.port))
+    fields: dict[str, Any] = {"bulk_port": None} if transport == "grpc" else {"bulk_port": 0}
+    server = restartable(0, exit_round=2, min_participants=1, expected_clients=None, **fields)
+    if transport == "grpc":
+        proxy = CuttingProxy(server.port, cut_after=256 << 10)
+        monkeypatch.setenv("AGG_PORT", str(proxy.port))
+    else:
+        proxy = CuttingProxy(server.servicer.bulk_port, cut_after=256 << 10)
+        server.servicer.bulk_port = proxy.port
     monkeypatch.setenv("WORKER_NAME", "trainworker-0")
     estimator = BigEstimator()
     job = FederatedLearning(estimator=estimator)
