@@ -38,6 +38,7 @@ KNOWN_EVENTS = EXERCISED_BY_SCRAPE_TEST | {
     "after a model reload",
     "after a JI inference",
     "after a cloud failure",
+    "after a bulk-port request",
 }
 TYPES = {"counter", "gauge", "histogram", "summary", "info"}
 _HEADER = ["Metric", "Type", "Labels", "Services", "Appears", "Meaning"]

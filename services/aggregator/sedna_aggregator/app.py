@@ -171,7 +171,7 @@ def setup(
     )
     server.add_servicer(add_aggregation_service, servicer, SERVICE_NAME)
     if settings.bulk_port is not None:
-        _serve_bulk_port(server, servicer, settings)
+        _serve_bulk_port(server, servicer, settings, metrics)
     if settings.exit_when_done:
         _exit_when_done(server, servicer, settings.exit_grace_seconds)
     server.on_shutdown(servicer.aclose)
@@ -195,7 +195,10 @@ def bulk_ssl_context(settings: AggregatorSettings) -> ssl.SSLContext | None:
 
 
 def _serve_bulk_port(
-    server: ServiceServer, servicer: AggregationServicer, settings: AggregatorSettings
+    server: ServiceServer,
+    servicer: AggregationServicer,
+    settings: AggregatorSettings,
+    metrics: AggregatorMetrics,
 ) -> None:
     """Run a :class:`BulkServer` beside the gRPC server and advertise its port."""
     assert settings.bulk_port is not None
@@ -209,6 +212,8 @@ def _serve_bulk_port(
         max_update_bytes=settings.max_update_bytes,
         max_update_tensors=settings.max_update_tensors,
         idle_timeout=settings.bulk_idle_timeout,
+        on_request=lambda kind, outcome: metrics.bulk_requests.labels(kind, outcome).inc(),
+        on_connection=metrics.bulk_connections.inc,
     )
 
     async def start() -> None:

@@ -108,6 +108,11 @@ class BulkServer:
         Seconds a connection may wait between requests.
     io_timeout
         Seconds any single read or write may stall.
+    on_request, on_connection
+        ``on_request(kind, outcome)`` after each request (kind ``push``, ``pull`` or
+        ``other``; outcome ``ok``, ``refused``, ``broken``, ``unauthenticated`` or
+        ``invalid``) and ``on_connection(delta)`` when a connection opens (+1) or closes (-1):
+        the metrics.
     """
 
     def __init__(
@@ -124,6 +129,8 @@ class BulkServer:
         max_connections: int = 256,
         idle_timeout: float = 600.0,
         io_timeout: float = 60.0,
+        on_request: Callable[[str, str], None] | None = None,
+        on_connection: Callable[[int], None] | None = None,
     ) -> None:
         self._servicer = servicer
         self._host = host
@@ -137,6 +144,8 @@ class BulkServer:
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout
         self._io_timeout = io_timeout
+        self._on_request = on_request or (lambda _kind, _outcome: None)
+        self._on_connection = on_connection or (lambda _delta: None)
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._connections: dict[asyncio.Task[None], socket.socket] = {}
@@ -214,6 +223,7 @@ class BulkServer:
 
     async def _serve(self, conn: socket.socket, address: Any) -> None:
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        self._on_connection(1)
         try:
             conn.setblocking(True)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -233,6 +243,7 @@ class BulkServer:
             _log.debug("bulk connection from %s ended: %r", peer, err)
         finally:
             conn.close()
+            self._on_connection(-1)
 
     def _handshake(self, conn: socket.socket) -> socket.socket:
         assert self._ssl is not None
@@ -246,12 +257,23 @@ class BulkServer:
             set_io_timeout(conn, self._io_timeout)
 
     async def _handle(self, conn: socket.socket, request: bulk_pb.BulkRequest, peer: str) -> bool:
-        """Serve one request; False when the connection must close."""
+        """Serve one request (counted by kind and outcome); False when the connection must
+        close."""
+        kind = request.WhichOneof("request") or "other"
+        outcome = "broken"
+        try:
+            keep, outcome = await self._serve_request(conn, request, kind, peer)
+        finally:
+            self._on_request(kind, outcome)
+        return keep
+
+    async def _serve_request(
+        self, conn: socket.socket, request: bulk_pb.BulkRequest, kind: str, peer: str
+    ) -> tuple[bool, str]:
         if self._verifier is not None and not self._verifier.accepts(request.token):
             problem = "missing bearer token" if not request.token else "invalid bearer token"
             await self._io(send_message, conn, _status(grpc.StatusCode.UNAUTHENTICATED, problem))
-            return False
-        kind = request.WhichOneof("request")
+            return False, "unauthenticated"
         wait = request.timeout_seconds if request.timeout_seconds > 0 else None
         if kind == "push":
             return await self._push(conn, request.push)
@@ -265,11 +287,12 @@ class BulkServer:
                 "BulkRequest carries neither push nor pull (empty, or from a newer client)",
             ),
         )
-        return False
+        return False, "invalid"
 
     # ------------------------------------------------------------------ push
 
-    async def _push(self, conn: socket.socket, push: bulk_pb.BulkPush) -> bool:
+    async def _push(self, conn: socket.socket, push: bulk_pb.BulkPush) -> tuple[bool, str]:
+        """Receive one update; ``(keep the connection, outcome)``."""
         client_id = push.header.client_id
         manifest = push.manifest
         try:
@@ -293,7 +316,7 @@ class BulkServer:
                 raise InvalidRequestError(f"client {client_id!r}: {err}") from None
         except SessionError as err:  # nothing sent yet: the connection stays usable
             await self._io(send_message, conn, _refusal(err))
-            return True
+            return True, "refused"
         spans = list(chunk_spans([layout.byte_length for layout in layouts], manifest.chunk_size))
         state = _PushState(total)
         messages = self._push_messages(conn, push, spans, state)
@@ -308,11 +331,11 @@ class BulkServer:
             await messages.aclose()
         if refusal is not None:
             if not await self._drain(conn, state):
-                return False
+                return False, "broken"
             await self._io(send_message, conn, _refusal(refusal))
-            return True
+            return True, "refused"
         await self._io(send_message, conn, bulk_pb.BulkResponse(pushed=response))
-        return True
+        return True, "ok"
 
     async def _push_messages(
         self,
@@ -398,7 +421,8 @@ class BulkServer:
         pull: pb.PullGlobalWeightsRequest,
         wait: float | None,
         peer: str,
-    ) -> bool:
+    ) -> tuple[bool, str]:
+        """Serve one pull; ``(keep the connection, outcome)``."""
         try:
             if pull.by_reference:
                 raise InvalidRequestError(
@@ -411,7 +435,7 @@ class BulkServer:
                 weights.manifest.CopyFrom(plan.manifest)
         except SessionError as err:
             await self._io(send_message, conn, _refusal(err))
-            return True
+            return True, "refused"
         await self._io(send_message, conn, bulk_pb.BulkResponse(weights=weights))
         if result.weights:
             await self._io(self._send_weights, conn, result)
@@ -424,7 +448,7 @@ class BulkServer:
             peer,
             result.nbytes,
         )
-        return True
+        return True, "ok"
 
     def _send_weights(self, conn: socket.socket, result: RoundResult) -> None:
         """The weights' bytes in manifest order: from the file by ``sendfile`` when they are

@@ -96,6 +96,18 @@ class AggregatorMetrics:
             "PushUpdate calls waiting for an assembly slot (max_concurrent_updates).",
             registry=registry,
         )
+        self.bulk_requests = Counter(
+            "sedna_aggregator_bulk_requests",
+            "Requests on the bulk port, by kind (push, pull, other) and outcome (ok, refused, "
+            "broken, unauthenticated, invalid).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.bulk_connections = Gauge(
+            "sedna_aggregator_bulk_connections",
+            "Connections open on the bulk port.",
+            registry=registry,
+        )
 
     def update_received(
         self, session_id: str, nbytes: int, *, accepted: bool, reason: str = ""
