@@ -247,7 +247,6 @@ def _server_command(system: str, spec: RunSpec, port: int, out: Path) -> list[st
             # The bulk port on a free port (the default 7365 may be taken on a shared machine).
             "--bulk-port",
             "0",
-            *os.environ.get("BENCH_AGGREGATOR_ARGS", "").split(),
         ]
     python = str(flower_python()) if system == FLOWER else sys.executable
     return [python, "-m", _MODULES[system], "server", *_worker_args(spec, port, out)]

@@ -442,7 +442,7 @@ class AggregationClient:
     bulk
         Push and pull the weights over the server's bulk port when it advertises one
         (default): raw bytes on a TCP connection (TLS when the channel uses TLS), sent from
-        and received into the arrays, at less than half gRPC's CPU cost per byte. A client
+        and received into the arrays, at less than half gRPC's CPU per round (bench). A client
         that cannot connect to it uses gRPC (logged). False: gRPC only.
     transmitter
         How the weights travel: None or a
