@@ -84,6 +84,19 @@ def uses_bulk(client: AggregationClient) -> bool:
     return client._bulk is not None  # the transport the client picked
 
 
+async def until_metric(server: ServiceServer, name: str, want: float, **labels: str) -> None:
+    """Wait (10 s deadline) until a metric sample reads ``want``.
+
+    The server counts a request once it has answered it, so a client can see the
+    answer a moment before the count moves.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10.0
+    while (got := server.registry.get_sample_value(name, labels)) != want:
+        assert loop.time() < deadline, f"{name}{labels} is {got}, expected {want}"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_fedavg_round_over_the_bulk_port_matches_the_reference() -> None:
     async with serve(min_participants=2, expected_clients=2) as (server, servicer):
         assert servicer.bulk_port > 0
@@ -111,17 +124,15 @@ async def test_a_fedavg_round_over_the_bulk_port_matches_the_reference() -> None
         status = servicer.sessions[SID].status()
         assert status.current_round == 2
 
-        def count(name: str, **labels: str) -> float | None:
-            return server.registry.get_sample_value(name, labels)
-
         # The bulk port's requests show in its own metrics (not in grpc_server_*).
-        assert count("sedna_aggregator_bulk_requests_total", kind="push", outcome="ok") == 2
-        assert count("sedna_aggregator_bulk_requests_total", kind="pull", outcome="ok") == 2
+        await until_metric(
+            server, "sedna_aggregator_bulk_requests_total", 2, kind="push", outcome="ok"
+        )
+        await until_metric(
+            server, "sedna_aggregator_bulk_requests_total", 2, kind="pull", outcome="ok"
+        )
         # Both clients closed theirs: the server sees each end within a moment.
-        deadline = asyncio.get_running_loop().time() + 10.0
-        while count("sedna_aggregator_bulk_connections") != 0:
-            assert asyncio.get_running_loop().time() < deadline, "bulk connections still open"
-            await asyncio.sleep(0.01)
+        await until_metric(server, "sedna_aggregator_bulk_connections", 0)
 
 
 async def test_a_pull_into_the_callers_arrays_receives_in_place() -> None:
@@ -192,10 +203,13 @@ async def test_the_bulk_port_requires_the_token_when_the_server_does() -> None:
         await asyncio.to_thread(trainer, "s3cret")
         with pytest.raises(AggregationClientError, match=r"UNAUTHENTICATED.*invalid bearer token"):
             await asyncio.to_thread(trainer, "wrong")
-        refused = server.registry.get_sample_value(
-            "sedna_aggregator_bulk_requests_total", {"kind": "push", "outcome": "unauthenticated"}
+        await until_metric(
+            server,
+            "sedna_aggregator_bulk_requests_total",
+            1,
+            kind="push",
+            outcome="unauthenticated",
         )
-        assert refused == 1
 
 
 async def test_the_bulk_port_speaks_tls_when_the_server_does(tmp_path: Path) -> None:
