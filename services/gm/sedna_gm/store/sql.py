@@ -22,16 +22,16 @@ import builtins
 import copy
 import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sedna.resources.objects import ObjectKey, ResourceObject
 from sedna_gm.store.errors import (
@@ -67,6 +67,8 @@ T = TypeVar("T")
 
 # Change-log rows read per query by a watch that is catching up.
 _WATCH_BATCH = 500
+# Worker threads (and pooled connections) per store: each runs whole transactions.
+_WORKERS = 4
 # Concurrent schema creation by several GMs on one PostgreSQL database can collide once.
 _START_ATTEMPTS = 3
 _CONNECTION_ERRORS = (OperationalError, InterfaceError, OSError)
@@ -109,8 +111,13 @@ class SqlResourceStore:
         self._sqlite = is_sqlite(self._url)
         self._history_limit = history_limit
         self._poll_interval = poll_interval
-        self._engine: AsyncEngine | None = None
+        self._engine: Engine | None = None
         self._closed = False
+        # One in-memory SQLite connection is shared (StaticPool): one thread at a time uses it.
+        memory = self._sqlite and self._url.database in (None, "", ":memory:")
+        self._threads = ThreadPoolExecutor(
+            max_workers=1 if memory else _WORKERS, thread_name_prefix="sql-store"
+        )
         # SQLite has one writer at a time anyway; queueing here beats spinning on busy_timeout.
         self._write_lock = asyncio.Lock()
         # One wake-up event per watched kind (None: watches of every kind); a write wakes only
@@ -134,35 +141,35 @@ class SqlResourceStore:
             raise StoreUnavailableError(f"{self!r} is closed")
         if self._engine is not None:
             return
-        engine = create_engine(self._url)
+        engine = create_engine(self._url, pool_size=_WORKERS)
         try:
             for attempt in range(1, _START_ATTEMPTS + 1):
                 try:
-                    await self._create_schema(engine)
+                    await self._in_thread(self._create_schema, engine)
                     break
                 except IntegrityError:
                     if attempt == _START_ATTEMPTS:
                         raise
         except _CONNECTION_ERRORS as exc:
-            await engine.dispose()
+            await self._in_thread(engine.dispose)
             raise unavailable_error(self._url, exc) from None
         except BaseException:
-            await engine.dispose()
+            await self._in_thread(engine.dispose)
             raise
         self._engine = engine
 
-    async def _create_schema(self, engine: AsyncEngine) -> None:
-        async with engine.connect() as conn:
+    def _create_schema(self, engine: Engine) -> None:
+        with engine.connect() as conn:
             if self._sqlite:
-                await conn.execution_options(**{IMMEDIATE: True})
-            async with conn.begin():
-                await conn.run_sync(METADATA.create_all)
+                conn.execution_options(**{IMMEDIATE: True})
+            with conn.begin():
+                METADATA.create_all(conn)
                 values = {"id": COUNTER_ROW_ID, "value": 0}
                 if self._sqlite:
                     stmt: Any = sqlite_insert(REVISION).values(values).on_conflict_do_nothing()
                 else:
                     stmt = pg_insert(REVISION).values(values).on_conflict_do_nothing()
-                await conn.execute(stmt)
+                conn.execute(stmt)
 
     async def close(self) -> None:
         """Release the connections; watches end (their iterators stop)."""
@@ -170,15 +177,20 @@ class SqlResourceStore:
         self._notify()
         engine, self._engine = self._engine, None
         if engine is not None:
-            await engine.dispose()
+            await self._in_thread(engine.dispose)
+        self._threads.shutdown(wait=False)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on one of the store's worker threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
 
     # -- reads -----------------------------------------------------------------------------
 
     async def get(self, kind: str, namespace: str, name: str) -> ResourceObject:
         """Return the object; raises NotFoundError."""
 
-        async def read(conn: AsyncConnection) -> ResourceObject:
-            row = await _select_row(conn, kind, namespace, name)
+        def read(conn: Connection) -> ResourceObject:
+            row = _select_row(conn, kind, namespace, name)
             if row is None:
                 raise NotFoundError(ObjectKey(kind, namespace, name))
             return object_from_row(row)
@@ -194,13 +206,13 @@ class SqlResourceStore:
         """Objects of a kind sorted by (namespace, name), plus the current revision."""
         selector = dict(label_selector or {})
 
-        async def read(conn: AsyncConnection) -> ListResult:
-            head = await _head(conn)
+        def read(conn: Connection) -> ListResult:
+            head = _head(conn)
             query = select(OBJECTS).where(OBJECTS.c.kind == kind)
             if namespace is not None:
                 query = query.where(OBJECTS.c.namespace == namespace)
             query = query.order_by(OBJECTS.c.namespace, OBJECTS.c.name)
-            items = [object_from_row(row) for row in await conn.execute(query)]
+            items = [object_from_row(row) for row in conn.execute(query)]
             if selector:
                 items = [o for o in items if all(o.labels.get(k) == v for k, v in selector.items())]
             return ListResult(items=items, resource_version=str(head))
@@ -213,8 +225,8 @@ class SqlResourceStore:
         """Store a new object; raises AlreadyExistsError, InvalidObjectError."""
         validate_identity(obj.kind, obj.namespace, obj.name)
 
-        async def write(conn: AsyncConnection, revision: int, now: datetime) -> ResourceObject:
-            if await _select_row(conn, obj.kind, obj.namespace, obj.name) is not None:
+        def write(conn: Connection, revision: int, now: datetime) -> ResourceObject:
+            if _select_row(conn, obj.kind, obj.namespace, obj.name) is not None:
                 raise AlreadyExistsError(obj.key)
             new = obj.clone()
             new.uid = str(uuid.uuid4())
@@ -224,7 +236,7 @@ class SqlResourceStore:
             new.deletion_timestamp = None
             new.status = {}
             try:
-                await conn.execute(
+                conn.execute(
                     insert(OBJECTS).values(
                         kind=new.kind,
                         namespace=new.namespace,
@@ -242,7 +254,7 @@ class SqlResourceStore:
                 )
             except IntegrityError:
                 raise AlreadyExistsError(obj.key) from None
-            await self._record(conn, revision, WatchEventType.ADDED, new)
+            self._record(conn, revision, WatchEventType.ADDED, new)
             return new
 
         return await self._write(write)
@@ -250,8 +262,8 @@ class SqlResourceStore:
     async def update(self, obj: ResourceObject) -> ResourceObject:
         """Write metadata and spec; raises NotFoundError, ConflictError."""
 
-        async def write(conn: AsyncConnection, revision: int, now: datetime) -> ResourceObject:
-            current = await self._current(conn, obj)
+        def write(conn: Connection, revision: int, now: datetime) -> ResourceObject:
+            current = self._current(conn, obj)
             new = current.clone()
             new.labels = dict(obj.labels)
             new.annotations = dict(obj.annotations)
@@ -276,9 +288,9 @@ class SqlResourceStore:
                 new.generation = current.generation + 1
             new.resource_version = str(revision)
             if current.deletion_timestamp is not None and not new.finalizers:
-                await self._delete_row(conn, new, revision)
+                self._delete_row(conn, new, revision)
                 return new
-            await conn.execute(
+            conn.execute(
                 _row_update(new).values(
                     revision=revision,
                     generation=new.generation,
@@ -287,7 +299,7 @@ class SqlResourceStore:
                     updated_at=now,
                 )
             )
-            await self._record(conn, revision, WatchEventType.MODIFIED, new)
+            self._record(conn, revision, WatchEventType.MODIFIED, new)
             return new
 
         return await self._write(write)
@@ -295,19 +307,19 @@ class SqlResourceStore:
     async def update_status(self, obj: ResourceObject) -> ResourceObject:
         """Write status only; raises NotFoundError, ConflictError."""
 
-        async def write(conn: AsyncConnection, revision: int, now: datetime) -> ResourceObject:
-            current = await self._current(conn, obj)
+        def write(conn: Connection, revision: int, now: datetime) -> ResourceObject:
+            current = self._current(conn, obj)
             if canonical_json(obj.status) == canonical_json(current.status):
                 raise _UnchangedError(current)
             new = current.clone()
             new.status = copy.deepcopy(obj.status)
             new.resource_version = str(revision)
-            await conn.execute(
+            conn.execute(
                 _row_update(new).values(
                     revision=revision, status=canonical_json(new.status), updated_at=now
                 )
             )
-            await self._record(conn, revision, WatchEventType.MODIFIED, new)
+            self._record(conn, revision, WatchEventType.MODIFIED, new)
             return new
 
         return await self._write(write)
@@ -318,8 +330,8 @@ class SqlResourceStore:
         """Delete, or only mark for deletion while finalizers remain; raises NotFoundError."""
         key = ObjectKey(kind, namespace, name)
 
-        async def write(conn: AsyncConnection, revision: int, now: datetime) -> ResourceObject:
-            row = await _select_row(conn, kind, namespace, name)
+        def write(conn: Connection, revision: int, now: datetime) -> ResourceObject:
+            row = _select_row(conn, kind, namespace, name)
             if row is None:
                 raise NotFoundError(key)
             current = object_from_row(row)
@@ -332,9 +344,9 @@ class SqlResourceStore:
             # finalizers (the API and the in-memory store behave the same).
             new.deletion_timestamp = now
             if not current.finalizers:
-                await self._delete_row(conn, new, revision)
+                self._delete_row(conn, new, revision)
                 return new
-            await conn.execute(
+            conn.execute(
                 _row_update(new).values(
                     revision=revision,
                     metadata=canonical_json(metadata_columns(new)),
@@ -342,7 +354,7 @@ class SqlResourceStore:
                     deleted_at=now,
                 )
             )
-            await self._record(conn, revision, WatchEventType.MODIFIED, new)
+            self._record(conn, revision, WatchEventType.MODIFIED, new)
             return new
 
         return await self._write(write)
@@ -397,11 +409,11 @@ class SqlResourceStore:
             except TimeoutError:
                 pass
 
-    async def _changes_after(
-        self, conn: AsyncConnection, *, after: int, kind: str | None, namespace: str | None
+    def _changes_after(
+        self, conn: Connection, *, after: int, kind: str | None, namespace: str | None
     ) -> tuple[builtins.list[Any], int, bool]:
-        head = await _head(conn)
-        oldest = (await conn.execute(select(func.min(CHANGES.c.revision)))).scalar()
+        head = _head(conn)
+        oldest = (conn.execute(select(func.min(CHANGES.c.revision)))).scalar()
         if after < head and (oldest is None or after < int(oldest) - 1):
             raise GoneError(
                 f"resourceVersion {after} is too old: the change log starts after revision "
@@ -413,7 +425,7 @@ class SqlResourceStore:
             query = query.where(CHANGES.c.kind == kind)
         if namespace is not None:
             query = query.where(CHANGES.c.namespace == namespace)
-        rows = list(await conn.execute(query.order_by(CHANGES.c.revision).limit(_WATCH_BATCH)))
+        rows = list(conn.execute(query.order_by(CHANGES.c.revision).limit(_WATCH_BATCH)))
         if len(rows) == _WATCH_BATCH:
             return rows, int(rows[-1].revision), True
         # Every revision up to ``head`` is committed in this snapshot: skip past them all.
@@ -421,7 +433,7 @@ class SqlResourceStore:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _require_engine(self) -> AsyncEngine:
+    def _require_engine(self) -> Engine:
         if self._engine is None:
             state = "closed" if self._closed else "not started (call start() first)"
             raise StoreUnavailableError(f"{self!r} is {state}")
@@ -435,15 +447,18 @@ class SqlResourceStore:
             if wake is not None:
                 wake.set()
 
-    async def _read(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``fn`` in one read transaction (one snapshot)."""
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one read transaction (one snapshot), on a worker thread."""
         engine = self._require_engine()
+        return await self._in_thread(self._read_transaction, engine, fn)
+
+    def _read_transaction(self, engine: Engine, fn: Callable[[Connection], T]) -> T:
         try:
-            async with engine.connect() as conn:
+            with engine.connect() as conn:
                 if not self._sqlite:
-                    await conn.execution_options(isolation_level="REPEATABLE READ")
-                async with conn.begin():
-                    return await fn(conn)
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    return fn(conn)
         except _CONNECTION_ERRORS as exc:
             raise unavailable_error(self._url, exc) from None
         except DBAPIError as exc:
@@ -452,23 +467,33 @@ class SqlResourceStore:
             raise
 
     async def _write(
-        self, fn: Callable[[AsyncConnection, int, datetime], Awaitable[ResourceObject]]
+        self, fn: Callable[[Connection, int, datetime], ResourceObject]
     ) -> ResourceObject:
         """Run ``fn(conn, revision, now)`` in a write transaction that takes a new revision."""
         engine = self._require_engine()
         lock: AbstractAsyncContextManager[Any] = self._write_lock if self._sqlite else nullcontext()
+        loop = asyncio.get_running_loop()
+        async with lock:
+            return await self._in_thread(self._write_transaction, engine, fn, loop)
+
+    def _write_transaction(
+        self,
+        engine: Engine,
+        fn: Callable[[Connection, int, datetime], ResourceObject],
+        loop: asyncio.AbstractEventLoop,
+    ) -> ResourceObject:
         try:
-            async with lock, engine.connect() as conn:
+            with engine.connect() as conn:
                 if self._sqlite:
-                    await conn.execution_options(**{IMMEDIATE: True})
-                async with conn.begin():
-                    bumped = await conn.execute(
+                    conn.execution_options(**{IMMEDIATE: True})
+                with conn.begin():
+                    bumped = conn.execute(
                         update(REVISION)
                         .where(REVISION.c.id == COUNTER_ROW_ID)
                         .values(value=REVISION.c.value + 1)
                         .returning(REVISION.c.value)
                     )
-                    result = await fn(conn, int(bumped.scalar_one()), datetime.now(UTC))
+                    result = fn(conn, int(bumped.scalar_one()), datetime.now(UTC))
         except _UnchangedError as unchanged:
             return unchanged.obj
         except _CONNECTION_ERRORS as exc:
@@ -477,31 +502,33 @@ class SqlResourceStore:
             if exc.connection_invalidated:
                 raise unavailable_error(self._url, exc) from None
             raise
-        self._notify(result.kind)
+        # From here, not from the awaiting coroutine: a caller cancelled while the transaction
+        # ran must not leave its committed change unannounced to the watches.
+        loop.call_soon_threadsafe(self._notify, result.kind)
         return result
 
-    async def _current(self, conn: AsyncConnection, obj: ResourceObject) -> ResourceObject:
-        row = await _select_row(conn, obj.kind, obj.namespace, obj.name)
+    def _current(self, conn: Connection, obj: ResourceObject) -> ResourceObject:
+        row = _select_row(conn, obj.kind, obj.namespace, obj.name)
         if row is None:
             raise NotFoundError(obj.key)
         current = object_from_row(row)
         _check_version(obj.key, obj.resource_version, current.resource_version)
         return current
 
-    async def _delete_row(self, conn: AsyncConnection, last: ResourceObject, revision: int) -> None:
-        await conn.execute(
+    def _delete_row(self, conn: Connection, last: ResourceObject, revision: int) -> None:
+        conn.execute(
             delete(OBJECTS).where(
                 OBJECTS.c.kind == last.kind,
                 OBJECTS.c.namespace == last.namespace,
                 OBJECTS.c.name == last.name,
             )
         )
-        await self._record(conn, revision, WatchEventType.DELETED, last)
+        self._record(conn, revision, WatchEventType.DELETED, last)
 
-    async def _record(
-        self, conn: AsyncConnection, revision: int, kind: WatchEventType, obj: ResourceObject
+    def _record(
+        self, conn: Connection, revision: int, kind: WatchEventType, obj: ResourceObject
     ) -> None:
-        await conn.execute(
+        conn.execute(
             insert(CHANGES).values(
                 revision=revision,
                 type=kind.value,
@@ -511,20 +538,18 @@ class SqlResourceStore:
             )
         )
         # Revisions are gap-free, so this keeps exactly the last ``history_limit`` entries.
-        await conn.execute(
-            delete(CHANGES).where(CHANGES.c.revision <= revision - self._history_limit)
-        )
+        conn.execute(delete(CHANGES).where(CHANGES.c.revision <= revision - self._history_limit))
 
 
-async def _head(conn: AsyncConnection) -> int:
+def _head(conn: Connection) -> int:
     value = (
-        await conn.execute(select(REVISION.c.value).where(REVISION.c.id == COUNTER_ROW_ID))
+        conn.execute(select(REVISION.c.value).where(REVISION.c.id == COUNTER_ROW_ID))
     ).scalar_one()
     return int(value)
 
 
-async def _select_row(conn: AsyncConnection, kind: str, namespace: str, name: str) -> Any:
-    result = await conn.execute(
+def _select_row(conn: Connection, kind: str, namespace: str, name: str) -> Any:
+    result = conn.execute(
         select(OBJECTS).where(
             OBJECTS.c.kind == kind, OBJECTS.c.namespace == namespace, OBJECTS.c.name == name
         )

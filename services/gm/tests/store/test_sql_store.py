@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,3 +173,37 @@ def test_factory_picks_the_adapter_by_scheme(tmp_path: Path) -> None:
         open_store("redis://localhost")
     with pytest.raises(ValueError, match="no scheme"):
         open_store("/var/lib/sedna.db")
+
+
+async def test_a_write_whose_caller_was_cancelled_still_wakes_the_watches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The transaction runs on a worker thread and commits even if its caller is cancelled
+    # meanwhile; the watches must hear of it at once, not at the next poll (an hour here).
+    store = SqlResourceStore(f"sqlite:///{tmp_path / 'gm.db'}", poll_interval=3600)
+    await store.start()
+    started, proceed = threading.Event(), threading.Event()
+    transaction = store._write_transaction
+
+    def held(*args: Any) -> ResourceObject:
+        started.set()
+        proceed.wait(5.0)
+        return transaction(*args)
+
+    monkeypatch.setattr(store, "_write_transaction", held)
+    try:
+        since = (await store.list("Dataset")).resource_version
+        events = store.watch("Dataset", since=since)
+        pending = asyncio.ensure_future(next_event(events))
+        write = asyncio.ensure_future(store.create(dataset()))
+        assert await asyncio.to_thread(started.wait, 5.0), "the write never started"
+        write.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await write
+        proceed.set()
+        event = await asyncio.wait_for(pending, 5.0)
+        assert (event.type, event.object.name) == ("ADDED", "d1")
+        await events.aclose()  # type: ignore[attr-defined]
+    finally:
+        proceed.set()
+        await store.close()
