@@ -10,6 +10,7 @@ from sedna.runtime.auth import (
     DEFAULT_EXEMPT_SERVICES,
     TokenAuthInterceptor,
     bearer_token_interceptors,
+    bearer_token_metadata,
     sync_bearer_token_interceptor,
 )
 from sedna.runtime.channel import (
@@ -76,6 +77,7 @@ __all__ = [
     "TLSConfigError",
     "TokenAuthInterceptor",
     "bearer_token_interceptors",
+    "bearer_token_metadata",
     "client_credentials",
     "configure_logging",
     "default_deadline_interceptors",

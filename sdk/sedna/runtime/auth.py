@@ -31,6 +31,7 @@ __all__ = [
     "TokenAuthInterceptor",
     "TokenVerifier",
     "bearer_token_interceptors",
+    "bearer_token_metadata",
     "sync_bearer_token_interceptor",
 ]
 
@@ -207,6 +208,16 @@ def bearer_token_interceptors(token: str | SecretStr) -> list[grpc.aio.ClientInt
         One interceptor per call kind; pass them all to the channel.
     """
     return aio_call_defaults_interceptors(_defaults(token))
+
+
+def bearer_token_metadata(token: str | SecretStr) -> tuple[tuple[str, str], ...]:
+    """The ``authorization: Bearer <token>`` pair to pass as a call's ``metadata``.
+
+    For a call that no token interceptor sees (a bidi stream on a channel opened with
+    ``open_channel(..., intercept_bidi_streams=False)``). Raises ``ValueError`` for an empty
+    token or one with whitespace.
+    """
+    return _defaults(token).metadata
 
 
 def sync_bearer_token_interceptor(token: str | SecretStr) -> SyncCallDefaultsInterceptor:

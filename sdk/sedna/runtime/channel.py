@@ -284,13 +284,20 @@ def sync_default_deadline_interceptor(timeout: float) -> SyncCallDefaultsInterce
     return SyncCallDefaultsInterceptor(CallDefaults(timeout=timeout))
 
 
-def open_channel(config: ChannelConfig) -> grpc.aio.Channel:
+def open_channel(config: ChannelConfig, *, intercept_bidi_streams: bool = True) -> grpc.aio.Channel:
     """Open a grpc.aio channel (call from inside the event loop that will use it).
 
     Parameters
     ----------
     config
         Target, TLS, token, deadline, retries, limits.
+    intercept_bidi_streams
+        False: bidirectional-streaming calls get neither the default deadline nor the token
+        (pass ``timeout`` and :func:`~sedna.runtime.auth.bearer_token_metadata` per call).
+        grpc.aio runs an intercepted bidi call written with ``write()`` through a proxy
+        task that it leaves pending when the server ends the call first (grpc/grpc#37355);
+        a long-lived stream that outlives server restarts then logs "Task was destroyed but
+        it is pending!" at ERROR on every reconnect.
 
     Returns
     -------
@@ -307,6 +314,10 @@ def open_channel(config: ChannelConfig) -> grpc.aio.Channel:
     )
     if config.token is not None:
         interceptors += bearer_token_interceptors(config.token)
+    if not intercept_bidi_streams:
+        interceptors = [
+            i for i in interceptors if not isinstance(i, grpc.aio.StreamStreamClientInterceptor)
+        ]
     interceptors += config.interceptors
     options = config.channel_options()
     if config.secure:

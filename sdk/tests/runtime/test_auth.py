@@ -10,10 +10,18 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc.aio._interceptor import InterceptedStreamStreamCall
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from sedna.runtime import ChannelConfig, TokenAuthInterceptor, configure_logging, open_sync_channel
+from sedna.runtime import (
+    ChannelConfig,
+    TokenAuthInterceptor,
+    bearer_token_metadata,
+    configure_logging,
+    open_channel,
+    open_sync_channel,
+)
 
 TOKEN = "sedna-test-token-7f3a9c"
 OTHER = "sedna-test-token-rotated-2"
@@ -43,6 +51,27 @@ async def test_all_call_kinds_carry_the_token(serve: Any, connect: Any, echo: An
     assert [m async for m in channel.unary_stream(echo.path("Stream"))(b"2")] == [b"0", b"1"]
     assert await channel.stream_unary(echo.path("Collect"))(iter([b"a"])) == b"a"
     assert [m async for m in channel.stream_stream(echo.path("Chat"))(iter([b"z"]))] == [b"Z"]
+
+
+async def test_a_channel_without_bidi_interceptors_leaves_their_token_to_the_call(
+    serve: Any, echo: Any
+) -> None:
+    running = await serve(auth_tokens=[TOKEN])
+    config = ChannelConfig(target=running.server.address, token=TOKEN, default_timeout=5.0)
+    async with open_channel(config, intercept_bidi_streams=False) as channel:
+        # Other call kinds still get the token from the channel.
+        assert await _echo_code(channel, echo) is grpc.StatusCode.OK
+        chat = channel.stream_stream(echo.path("Chat"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            [m async for m in chat(iter([b"z"]), timeout=5.0)]
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        # A bidi call written with write() is a plain grpc.aio call (no interceptor proxy,
+        # whose request task grpc.aio leaves pending when the server ends the call first).
+        call = chat(timeout=5.0, metadata=bearer_token_metadata(TOKEN))
+        assert not isinstance(call, InterceptedStreamStreamCall)
+        await call.write(b"z")
+        await call.done_writing()
+        assert [m async for m in call] == [b"Z"]
 
 
 async def test_wrong_and_missing_token_are_unauthenticated(

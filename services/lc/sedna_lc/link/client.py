@@ -23,7 +23,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sedna.api.gm.v1 import hub_service_pb2
 from sedna.resources.objects import ObjectKey
 from sedna.resources.wire import WireFormatError, key_from_reference, resource_from_proto
-from sedna.runtime import ChannelConfig, open_channel, require_positive, wait_first
+from sedna.runtime import (
+    ChannelConfig,
+    bearer_token_metadata,
+    open_channel,
+    require_positive,
+    wait_first,
+)
 from sedna.runtime.retransmit import RetransmitTimer
 from sedna_lc.link.backoff import Backoff
 from sedna_lc.link.stream import GrpcLinkStream, LinkStream
@@ -122,6 +128,8 @@ class GMLink:
         if not node_name:
             raise ValueError("node_name must not be empty")
         self._channel_config = channel
+        token = channel.token
+        self._call_metadata = bearer_token_metadata(token) if token is not None else ()
         self.node_name = node_name
         self._state = state
         self._handler = handler
@@ -189,10 +197,14 @@ class GMLink:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
-            channel = open_channel(self._channel_config)
+            # The Connect stream outlives GM restarts: no grpc.aio interceptor on it (see
+            # open_channel); its deadline and token are set on the call.
+            channel = open_channel(self._channel_config, intercept_bidi_streams=False)
             stream: LinkStream | None = None
             try:
-                stream = GrpcLinkStream(channel, self.config.stream_timeout)
+                stream = GrpcLinkStream(
+                    channel, self.config.stream_timeout, metadata=self._call_metadata
+                )
                 if self._wrap is not None:
                     stream = self._wrap(stream)
                 await self._session(stream)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 import grpc
@@ -34,15 +35,29 @@ class GrpcLinkStream:
         An open grpc.aio channel to the GM.
     timeout
         Deadline of the stream (the link reconnects when it expires).
+    metadata
+        The call's metadata (the bearer token: the link's channel leaves bidi streams
+        unintercepted, see :func:`sedna.runtime.open_channel`).
     """
 
-    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        timeout: float,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         stub = hub_service_pb2_grpc.HubServiceStub(channel)
-        self._call: Any = stub.Connect(timeout=timeout)
+        self._call: Any = stub.Connect(timeout=timeout, metadata=metadata or None)
 
     async def send(self, message: hub_service_pb2.ConnectRequest) -> None:
         """Write one request."""
-        await self._call.write(message)
+        try:
+            await self._call.write(message)
+        except asyncio.InvalidStateError:
+            # The call ended before this write: say why it ended, not "RPC already finished".
+            code = await self._call.code()
+            details = await self._call.details()
+            raise ConnectionError(f"the Connect stream ended: {code.name}: {details}") from None
 
     async def recv(self) -> hub_service_pb2.ConnectResponse | None:
         """Read one response; None at the end of the stream (errors raise AioRpcError)."""
