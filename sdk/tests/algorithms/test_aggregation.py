@@ -1029,6 +1029,30 @@ def test_undo_files_are_reused_and_an_abort_reads_back_its_own_layers() -> None:
         log.write(0, np.ones(1, np.float32))
 
 
+def test_committed_updates_hand_their_undo_file_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sedna.algorithms.aggregation import aggregation as module
+
+    created: list[object] = []
+    make = module.tempfile.TemporaryFile
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        created.append(make(*args, **kwargs))
+        return created[-1]
+
+    monkeypatch.setattr(module.tempfile, "TemporaryFile", counted)
+    monkeypatch.setattr(module, "_UNDO_FILES", module._UndoFilePool(4))  # none pooled yet
+    agg = FedAvg()
+    agg.begin_round([np.zeros(8, np.float32)])
+    for client in "abcdef":
+        agg.begin_update(client, 1)
+        agg.add_layer_part(client, 0, 0, np.ones(8, np.float32))
+        agg.commit_update(client)
+    # One update at a time: each commit gives its file back and the next one reuses it.
+    assert len(created) == 1
+
+
 # --------------------------------------------------------------------------- in parts
 
 

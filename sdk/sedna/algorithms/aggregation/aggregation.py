@@ -781,7 +781,11 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
                 "were not sent"
             )
         del self._updates[client_id]
-        self._commit_update(client_id, update)
+        try:
+            self._commit_update(client_id, update)
+        finally:
+            # The undo file goes back to the pool for the next update (not to the collector).
+            self._release_update(update)
         self._template_fixed = True
         self._count(client_id, update.num_samples)
 
