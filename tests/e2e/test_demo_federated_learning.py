@@ -31,7 +31,9 @@ DEADLINE = 360  # seconds the command may take; it stops itself at --timeout (30
 ROUNDS = 3
 
 
-def demo(tools: Any, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def demo(
+    tools: Any, data_dir: Path, *args: str, rounds: int = ROUNDS
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             tools.script("sedna"),
@@ -40,7 +42,7 @@ def demo(tools: Any, data_dir: Path, *args: str) -> subprocess.CompletedProcess[
             "--data-dir",
             str(data_dir),
             "--rounds",
-            str(ROUNDS),
+            str(rounds),
             "--epochs",
             "1",
             "--timeout",
@@ -138,15 +140,19 @@ def test_demo_names_a_crashing_trainer_and_shows_its_log(
     example = tmp_path / "federated_learning"
     shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("__pycache__", "mistnet"))
     train = example / "train.py"
+    # The trainer exits before its imports (torch, Sedna): each start and restart of it takes
+    # a moment instead of seconds, and the demo sees the crash (and the restart) sooner.
     train.write_text(
         train.read_text().replace(
-            'def main() -> None:\n    """Train this node\'s share of the federated job."""\n',
-            'def main() -> None:\n    """Train this node\'s share of the federated job."""\n'
-            "    raise SystemExit('trainer broken on purpose')\n",
+            "from __future__ import annotations\n",
+            "from __future__ import annotations\n\nraise SystemExit('trainer broken on purpose')\n",
+            1,
         )
     )
     assert "broken on purpose" in train.read_text()
-    result = demo(e2e_tools, data_dir, "--example-dir", str(example))
+    # One round: the run stops at the first trainer's crash, so the baselines (rounds x epochs)
+    # need not train for the three rounds of the run above.
+    result = demo(e2e_tools, data_dir, "--example-dir", str(example), rounds=1)
     output = result.stdout + result.stderr
     print(output)
     assert result.returncode == 1, output

@@ -119,12 +119,17 @@ def test_demo_names_a_crashing_worker_and_shows_its_log(
     example = tmp_path / "joint_inference"
     shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("__pycache__"))
     edge = example / "edge_worker.py"
+    # The worker exits before its imports (numpy, Sedna): each of its restarts takes a moment
+    # instead of seconds, and the demo sees it crash-looping sooner.
     edge.write_text(
         edge.read_text().replace(
-            "def main() -> None:\n",
-            "def main() -> None:\n    raise SystemExit('edge worker broken on purpose')\n",
+            "from __future__ import annotations\n",
+            "from __future__ import annotations\n\n"
+            "raise SystemExit('edge worker broken on purpose')\n",
+            1,
         )
     )
+    assert "broken on purpose" in edge.read_text()
     result = demo(e2e_tools, data_dir, "--example-dir", str(example))
     output = result.stdout + result.stderr
     print(output)

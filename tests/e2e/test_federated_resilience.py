@@ -48,10 +48,11 @@ SESSION = "default/resilience"
 JOB_DEADLINE = 300.0
 """Seconds a step may take here: a few rounds of a tiny MLP, but three torch processes start
 and train on a machine that may be busy (deadlines, not timings: nothing asserts speed)."""
-ROUND_TIMEOUT = 30.0
+ROUND_TIMEOUT = 20.0
 """Seconds a round waits for a silent trainer: every round after a trainer died costs this
 much, and it must leave the live trainers (three torch processes on a busy machine) time to
-train."""
+train. Round 1 is the slowest (each trainer's first epoch also loads the rest of torch): 3-7 s
+on a busy 2-core machine, so 20 s leaves it about three times that; later rounds take 1-2 s."""
 T = TypeVar("T")
 
 

@@ -2,6 +2,11 @@
 
 ``sedna up`` runs as a child process exactly as typed in a shell; everything else goes
 through the ``sedna`` CLI. Two runs of the stack share one data directory: state survives.
+
+Waiting for a state (nodes connected, a count, a deletion) polls the GlobalManager's gRPC API
+that the CLI talks to, which answers in milliseconds where each ``sedna`` command takes a
+second or two to start; every state waited for is then read once through the CLI, so what the
+user sees is still what is checked.
 """
 
 from __future__ import annotations
@@ -13,12 +18,56 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
+
+from sedna.api.gm.v1 import node_service_pb2 as npb
+from sedna.api.gm.v1 import node_service_pb2_grpc as npb_grpc
+from sedna.api.gm.v1 import resource_service_pb2 as pb
+from sedna.api.gm.v1 import resource_service_pb2_grpc as pb_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 NODES = "cloud,edge-1"
+MISSING = -1
+"""``Api.samples`` of a Dataset that does not exist."""
+
+
+class Api:
+    """The GlobalManager's gRPC API on ``port``: cheap reads to poll for a state."""
+
+    def __init__(self, port: int) -> None:
+        self.target = f"127.0.0.1:{port}"
+
+    def nodes(self) -> list[npb.Node]:
+        """The nodes the GM knows ([] while it is not up)."""
+        with grpc.insecure_channel(self.target) as channel:
+            try:
+                reply = npb_grpc.NodeServiceStub(channel).ListNodes(
+                    npb.ListNodesRequest(), timeout=2
+                )
+            except grpc.RpcError:
+                return []
+        return list(reply.nodes)
+
+    def connected(self) -> list[str]:
+        return sorted(node.name for node in self.nodes() if node.connected)
+
+    def resource_count(self, node_name: str) -> int | None:
+        return next((n.resource_count for n in self.nodes() if n.name == node_name), None)
+
+    def samples(self, name: str) -> int | None:
+        """The Dataset's ``numberOfSamples``: None before it is counted, MISSING once deleted."""
+        with grpc.insecure_channel(self.target) as channel:
+            try:
+                reply = pb_grpc.ResourceServiceStub(channel).Get(
+                    pb.GetRequest(kind="Dataset", namespace="default", name=name), timeout=2
+                )
+            except grpc.RpcError as exc:
+                return MISSING if exc.code() == grpc.StatusCode.NOT_FOUND else None
+        value = json.loads(reply.resource.status_json or b"{}").get("numberOfSamples")
+        return None if value is None else int(value)
 
 
 class Up:
@@ -28,6 +77,7 @@ class Up:
         self.tools = cluster_tools
         self.data_dir = data_dir
         self.port = port
+        self.api = Api(port)
         self.log = (data_dir.parent / "up.log").open("ab")
         self.process = subprocess.Popen(
             [
@@ -61,14 +111,15 @@ class Up:
     def wait_ready(self) -> None:
         def nodes_connected() -> bool:
             assert self.process.poll() is None, "sedna up exited early"
-            try:
-                table = self.sedna("nodes")
-            except AssertionError:
-                return False
-            rows = [line.split() for line in table.splitlines()[1:]]
-            return sorted(row[0] for row in rows if row[1:2] == ["yes"]) == ["cloud", "edge-1"]
+            return self.api.connected() == ["cloud", "edge-1"]
 
         self.tools.eventually(nodes_connected, 90, "both nodes connected")
+        rows = [line.split() for line in self.sedna("nodes").splitlines()[1:]]
+        assert sorted(row[0] for row in rows if row[1:2] == ["yes"]) == ["cloud", "edge-1"], rows
+
+    def wait_samples(self, name: str, count: int, what: str) -> None:
+        """Wait until the Dataset is counted ``count`` (or gone, for MISSING)."""
+        self.tools.eventually(lambda: self.api.samples(name) == count, 30, what)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
@@ -103,12 +154,13 @@ def test_dataset_lifecycle_through_sedna_up(tmp_path: Path, e2e_tools: Any) -> N
     try:
         up.wait_ready()
         assert "created" in up.sedna("apply", "-f", str(manifest))
-        e2e_tools.eventually(lambda: samples(up, "helmet") == 3, 30, "3 samples")
+        up.wait_samples("helmet", 3, "3 samples")
+        assert samples(up, "helmet") == 3
         with train.open("a") as f:
             f.write("d.jpg 1\ne.jpg 0\n")
         began = time.monotonic()
-        e2e_tools.eventually(lambda: samples(up, "helmet") == 5, 30, "5 samples")
-        print(f"appended lines visible in `sedna get` after {time.monotonic() - began:.1f}s")
+        up.wait_samples("helmet", 5, "5 samples")
+        print(f"appended lines counted after {time.monotonic() - began:.1f}s")
         table = up.sedna("get", "datasets")
         assert table.split("\n")[0].split()[:5] == ["NAME", "NODE", "FORMAT", "SAMPLES", "PHASE"]
         assert table.split("\n")[1].split()[:5] == ["helmet", "edge-1", "txt", "5", "Ready"]
@@ -122,21 +174,23 @@ def test_dataset_lifecycle_through_sedna_up(tmp_path: Path, e2e_tools: Any) -> N
         assert samples(up, "helmet") == 5
         with train.open("a") as f:
             f.write("f.jpg 1\n")
-        e2e_tools.eventually(lambda: samples(up, "helmet") == 6, 30, "6 samples after restart")
+        up.wait_samples("helmet", 6, "6 samples after restart")
+        assert samples(up, "helmet") == 6
 
         assert 'dataset.sedna.io "helmet" deleted' in up.sedna("delete", "dataset", "helmet")
-        e2e_tools.eventually(
-            lambda: "No datasets" in up.sedna("get", "datasets"), 30, "dataset gone"
-        )
+        up.wait_samples("helmet", MISSING, "dataset gone")
+        assert "No datasets" in up.sedna("get", "datasets")
         monitor_state = data_dir / "nodes" / "edge-1" / "datasets.json"
         e2e_tools.eventually(
             lambda: json.loads(monitor_state.read_text()) == {}, 30, "edge-1 forgot the dataset"
         )
 
-        def edge_holds_nothing() -> bool:
-            rows = [line.split() for line in up.sedna("nodes").splitlines()[1:]]
-            return any(row[0] == "edge-1" and row[4] == "0" for row in rows)
-
-        e2e_tools.eventually(edge_holds_nothing, 30, "edge-1 holds no resources")
+        e2e_tools.eventually(
+            lambda: up.api.resource_count("edge-1") == 0, 30, "edge-1 holds no resources"
+        )
+        # Split on spaces, "LAST SEEN" and its value ("3s ago") are both two cells.
+        header, *rows = [line.split() for line in up.sedna("nodes").splitlines()]
+        column = header.index("RESOURCES")
+        assert any(row[0] == "edge-1" and row[column] == "0" for row in rows), rows
     finally:
         up.stop()
