@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from sedna.cli import demo_federated_learning as fl_demo
-from sedna.cli.demo_joint_inference import DEFAULT_DATA_DIR, DemoOptions, run_demo
+# The demos' modules (the embedded stack, torch and scikit-learn helpers) are imported when a
+# demo runs, not with the CLI: they took most of a second of every `sedna` command's start.
+from sedna.cli.demo_paths import FEDERATED_LEARNING_DATA_DIR, JOINT_INFERENCE_DATA_DIR
 
 __all__ = ["CloudWorker", "demo_app"]
 
@@ -49,7 +50,7 @@ def joint_inference_command(  # noqa: PLR0917 - typer passes every option by key
             "the stack's state and logs. Models are reused on the next run with the same "
             "--seed; the stack state starts empty every run.",
         ),
-    ] = DEFAULT_DATA_DIR,
+    ] = JOINT_INFERENCE_DATA_DIR,
     samples: Annotated[
         int,
         typer.Option(
@@ -121,6 +122,8 @@ def joint_inference_command(  # noqa: PLR0917 - typer passes every option by key
     ] = None,
 ) -> None:
     """Run the joint-inference example end to end and print the result table."""
+    from sedna.cli.demo_joint_inference import DemoOptions, run_demo  # noqa: PLC0415 - see top
+
     options = DemoOptions(
         data_dir=data_dir,
         samples=samples,
@@ -159,7 +162,7 @@ def federated_learning_command(  # noqa: PLR0917 - typer passes every option by 
             "the stack's state and logs; the stack state and the job's output start empty "
             "every run.",
         ),
-    ] = fl_demo.DEFAULT_DATA_DIR,
+    ] = FEDERATED_LEARNING_DATA_DIR,
     rounds: Annotated[
         int,
         typer.Option(
@@ -228,6 +231,8 @@ def federated_learning_command(  # noqa: PLR0917 - typer passes every option by 
     ] = None,
 ) -> None:
     """Run the federated-learning example end to end and print the result table."""
+    from sedna.cli import demo_federated_learning as fl_demo  # noqa: PLC0415 - see top
+
     options = fl_demo.FederatedOptions(
         data_dir=data_dir,
         rounds=rounds,

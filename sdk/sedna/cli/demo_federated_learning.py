@@ -65,6 +65,7 @@ from sedna.cli.demo_common import (
     print_error,
     say,
 )
+from sedna.cli.demo_paths import FEDERATED_LEARNING_DATA_DIR
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -76,7 +77,7 @@ __all__ = [
     "worker_problem",
 ]
 
-DEFAULT_DATA_DIR = Path(".sedna") / "demo" / "federated-learning"
+DEFAULT_DATA_DIR = FEDERATED_LEARNING_DATA_DIR
 EXAMPLE_FOLDER = "federated_learning"
 NODES = ("cloud", "edge-1", "edge-2", "edge-3")
 KIND = "FederatedLearningJob"

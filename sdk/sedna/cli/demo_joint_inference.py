@@ -68,6 +68,7 @@ from sedna.cli.demo_metrics import (
     summarize,
     summary_table,
 )
+from sedna.cli.demo_paths import JOINT_INFERENCE_DATA_DIR
 from sedna.cli.stack import Stack
 
 __all__ = [
@@ -82,7 +83,7 @@ __all__ = [
     "run_demo",
 ]
 
-DEFAULT_DATA_DIR = Path(".sedna") / "demo" / "joint-inference"
+DEFAULT_DATA_DIR = JOINT_INFERENCE_DATA_DIR
 NODES = ("cloud", "edge-1")
 KIND = "JointInferenceService"
 NAMESPACE = "default"
