@@ -33,6 +33,7 @@ from sedna.service.aggregation_client import (
 from sedna.service.bulk_wire import recv_message, send_message
 from sedna.tensor import plan_frames
 from sedna_aggregator import app
+from sedna_aggregator.bulk import _read_groups
 from sedna_aggregator.servicer import AggregationServicer
 from sedna_aggregator.settings import AggregatorSettings
 
@@ -165,6 +166,12 @@ async def test_refusals_over_the_bulk_port_are_the_grpc_ones_and_keep_the_connec
                 bad[4][123] = np.nan
                 with pytest.raises(UpdateRejectedError, match=r"layer\.4.*(NaN|non-finite)"):
                     client.push(1, bad, sample_count=10)
+                # Layers 0-3 are small: one read from the socket brings all their chunks in,
+                # and a refusal at the third of them must still drain exactly what is left.
+                bad = model(1)
+                bad[3][1, 2, 0] = np.inf
+                with pytest.raises(UpdateRejectedError, match=r"layer\.3.*(NaN|infinite)"):
+                    client.push(1, bad, sample_count=10)
                 connection = client._bulk._sock if client._bulk else None
                 assert connection is not None  # a refusal leaves the connection open
                 assert client.push(1, model(1), sample_count=10) == 1
@@ -172,6 +179,16 @@ async def test_refusals_over_the_bulk_port_are_the_grpc_ones_and_keep_the_connec
                 assert client._bulk._sock is connection
 
         await asyncio.to_thread(trainer)
+
+
+def test_small_chunks_are_read_with_their_neighbours_up_to_a_buffer() -> None:
+    spans = [(0, 0, 4096), (1, 0, 100), (2, 0, 8), (3, 0, 3000), (3, 3000, 1000), (4, 0, 0)]
+    assert _read_groups(spans, 4096) == [
+        ([(0, 0, 4096)], 4096),
+        ([(1, 0, 100), (2, 0, 8), (3, 0, 3000)], 3108),
+        ([(3, 3000, 1000), (4, 0, 0)], 1000),
+    ]
+    assert _read_groups([], 4096) == []
 
 
 async def test_a_push_before_joining_is_refused_as_not_joined() -> None:

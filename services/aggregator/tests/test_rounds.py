@@ -314,3 +314,30 @@ async def test_loop_clock_runs_timers_on_the_event_loop() -> None:
     cancelled.cancel()
     clock.call_later(0.0, lambda: fired.set_result(clock.now()))
     assert await fired >= 0.0
+
+
+async def test_little_upload_steps_run_on_the_event_loop_and_big_ones_in_the_runner() -> None:
+    handed_off: list[int] = []
+
+    async def counting_runner(fn: Callable[[], Any], /) -> Any:
+        handed_off.append(1)
+        return fn()
+
+    session = Session(
+        "ns/job",
+        SessionConfig(aggregation="FedAvg", min_participants=1, expected_clients=1),
+        clock=ManualClock(),
+        runner=counting_runner,
+    )
+    await session.join("a", 1)
+    layout = [((10,), np.dtype(np.float32)), ((100_000,), np.dtype(np.float32))]
+    upload = await session.begin_update("a", 1, 4, layout=layout)
+    # A bias vector's worth: a worker thread's hand-off would cost more than the add.
+    await upload.add_part(0, 0, np.ones(10, np.float32))
+    assert handed_off == []
+    await upload.add_part(1, 0, np.ones(100_000, np.float32))  # 400 kB: a worker's job
+    assert handed_off == [1]
+    await upload.commit()
+    result = await session.wait_for_round(1)
+    assert result.weights is not None
+    np.testing.assert_array_equal(result.weights[0], np.ones(10, np.float32))

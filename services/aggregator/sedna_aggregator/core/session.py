@@ -27,7 +27,7 @@ import logging
 import math
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import numpy as np
 
@@ -76,6 +76,8 @@ __all__ = ["Session", "UpdateUpload", "make_aggregator"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_INLINE_STEP_BYTES: Final = 64 << 10
+"""Upload steps on at most this many bytes run on the event loop, not in a worker thread."""
 
 
 def make_aggregator(config: SessionConfig) -> BaseAggregation:
@@ -687,12 +689,20 @@ class Session:
         )
 
     async def _upload_step(self, upload: UpdateUpload, step: Callable[[], Any], data: Any) -> None:
-        """Run one aggregator step of an upload under the lock; any failure aborts it."""
+        """Run one aggregator step of an upload under the lock; any failure aborts it.
+
+        A step on little data (a bias vector, a part of one) runs on the event loop: a worker
+        thread's hand-off costs more than such a step.
+        """
+        inline = int(getattr(data, "nbytes", _INLINE_STEP_BYTES + 1)) <= _INLINE_STEP_BYTES
         try:
             async with self._lock:
                 self._require_current(upload)
                 try:
-                    await self._run_to_end(step)
+                    if inline:
+                        step()
+                    else:
+                        await self._run_to_end(step)
                 except AggregationError as err:
                     raise MalformedUpdateError(str(err)) from err
                 upload.layer_bytes += int(getattr(data, "nbytes", 0))
