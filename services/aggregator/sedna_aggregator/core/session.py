@@ -694,18 +694,18 @@ class Session:
         A step on little data (a bias vector, a part of one) runs on the event loop: a worker
         thread's hand-off costs more than such a step.
         """
-        inline = int(getattr(data, "nbytes", _INLINE_STEP_BYTES + 1)) <= _INLINE_STEP_BYTES
+        nbytes: int | None = getattr(data, "nbytes", None)  # None: not an ndarray
         try:
             async with self._lock:
                 self._require_current(upload)
                 try:
-                    if inline:
+                    if nbytes is not None and nbytes <= _INLINE_STEP_BYTES:
                         step()
                     else:
                         await self._run_to_end(step)
                 except AggregationError as err:
                     raise MalformedUpdateError(str(err)) from err
-                upload.layer_bytes += int(getattr(data, "nbytes", 0))
+                upload.layer_bytes += nbytes or 0
         except UpdateRejectedError as err:
             self._upload_abort(upload, err, upload.layer_bytes)
             raise
