@@ -120,6 +120,22 @@ def test_verdicts_are_na_without_the_other_system_or_on_a_wrong_aggregate(
     assert "WRONG" in results.rows([wrong])[0][-1]
 
 
+def test_notes_show_other_load_and_hypervisor_steal(results: ModuleType) -> None:
+    runner = importlib.import_module("bench.federated_learning.runner")
+    quiet = _result(results, "ours", other_cores=0.05, wall_s=20.0, steal_share=0.004)
+    noisy = _result(results, "ours", other_cores=0.4, wall_s=30.0, steal_share=0.146)
+    lines = results.notes([quiet], 1_000_000)
+    assert lines == [
+        "ours: 20 s wall; CPU used by other processes meanwhile 0.05 cores "
+        "(hypervisor steal: 0% of the CPU time)"
+    ]
+    merged = runner.merge([quiet, noisy])
+    assert merged.steal_share == pytest.approx(0.146)  # the worst run's
+    assert "(hypervisor steal: 15% of the CPU time)" in results.notes([merged], 1_000_000)[0]
+    unknown = _result(results, "ours", other_cores=0.1, wall_s=5.0)
+    assert "steal" not in results.notes([unknown], 1_000_000)[0]
+
+
 @pytest.mark.slow
 def test_tiny_run_checks_every_aggregate(tmp_path: Path) -> None:
     systems = ["floor", "ours", "ours-grpc", "websocket"]

@@ -219,9 +219,14 @@ def notes(results: Sequence[SystemResult], params: int) -> list[str]:
     lines = []
     for r in results:
         if r.other_cores is not None:
+            steal = (
+                f" (hypervisor steal: {r.steal_share:.0%} of the CPU time)"
+                if r.steal_share is not None
+                else ""
+            )
             lines.append(
                 f"{r.system}: {r.wall_s:.0f} s wall; CPU used by other processes meanwhile "
-                f"{r.other_cores:.2f} cores"
+                f"{r.other_cores:.2f} cores{steal}"
             )
         if r.error is not None:
             lines.append(f"{r.system}: FAILED: {r.error}")

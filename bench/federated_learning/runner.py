@@ -19,6 +19,7 @@ from bench.joint_inference.processes import (
     ServerProcess,
     free_port,
     machine_busy_seconds,
+    machine_steal_seconds,
     proc_cpu_seconds,
 )
 
@@ -104,6 +105,9 @@ class SystemResult:
     wire_bytes_per_round: int | None = None
     """Bytes on the wire per round when they differ from the payload (JSON text)."""
     other_cores: float | None = None
+    steal_share: float | None = None
+    """Share of the machine's CPU time the hypervisor gave to other guests meanwhile
+    (``/proc/stat`` steal, counted in :attr:`other_cores` too): a noisy host."""
     server_cpu_s: float | None = None
     """Server CPU from readiness to the end (all rounds, warm-up included)."""
     client_cpu_s: float | None = None
@@ -148,6 +152,7 @@ class SystemResult:
             "max_abs_error": self.max_abs_error,
             "correct": self.correct,
             "other_cores": self.other_cores,
+            "steal_share": self.steal_share,
             "server_cpu_s": self.server_cpu_s,
             "client_cpu_s": self.client_cpu_s,
             "total_rounds": self.total_rounds,
@@ -159,13 +164,14 @@ class SystemResult:
 
 def merge(runs: list[SystemResult]) -> SystemResult:
     """One system's repeated runs as one result: all measured rounds pooled, worst memory,
-    worst error; the first failure wins."""
+    worst error, worst hypervisor steal; the first failure wins."""
     first = runs[0]
     failed = [r for r in runs if r.error is not None]
     if failed:
         return failed[0]
     errors = [r.max_abs_error for r in runs if r.max_abs_error is not None]
     others = [r.other_cores for r in runs if r.other_cores is not None]
+    steals = [r.steal_share for r in runs if r.steal_share is not None]
     wires = [r.wire_bytes_per_round for r in runs if r.wire_bytes_per_round is not None]
     return SystemResult(
         system=first.system,
@@ -179,6 +185,7 @@ def merge(runs: list[SystemResult]) -> SystemResult:
         max_abs_error=max(errors) if errors else None,
         wire_bytes_per_round=max(wires) if wires else None,
         other_cores=sum(others) / len(others) if others else None,
+        steal_share=max(steals) if steals else None,
         server_cpu_s=_sum_or_none([r.server_cpu_s for r in runs]),
         client_cpu_s=_sum_or_none([r.client_cpu_s for r in runs]),
         total_rounds=sum(r.total_rounds for r in runs),
@@ -304,7 +311,7 @@ def run_system(  # noqa: PLR0915 - one linear start / wait / collect flow
     clients: list[subprocess.Popen[bytes]] = []
     logs = []
     started = time.monotonic()
-    busy0, cpu0 = machine_busy_seconds(), _children_cpu()
+    busy0, steal0, cpu0 = machine_busy_seconds(), machine_steal_seconds(), _children_cpu()
     try:
         server.start()
         server.wait_ready(lambda: _listening(port), within=120.0)
@@ -360,6 +367,9 @@ def run_system(  # noqa: PLR0915 - one linear start / wait / collect flow
     if result.error is None:
         result.total_rounds = spec.total_rounds
     result.other_cores = max(0.0, other / result.wall_s) if result.wall_s > 0 else None
+    if result.wall_s > 0:
+        stolen = machine_steal_seconds() - steal0
+        result.steal_share = max(0.0, stolen / (result.wall_s * (os.cpu_count() or 1)))
     if result.error is None:
         try:
             _collect(system, spec, result, run_dir)

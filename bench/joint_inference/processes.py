@@ -16,6 +16,7 @@ __all__ = [
     "ServerProcess",
     "free_port",
     "machine_busy_seconds",
+    "machine_steal_seconds",
     "proc_cpu_seconds",
     "sedna_inference_command",
 ]
@@ -41,6 +42,13 @@ def machine_busy_seconds() -> float:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_steal_seconds() -> float:
+    """CPU seconds the hypervisor gave other guests while this machine's CPUs wanted to run
+    (``steal`` in ``/proc/stat``, all CPUs); 0 where the kernel does not count it."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (values[7] if len(values) > 7 else 0) / os.sysconf("SC_CLK_TCK")
 
 
 def sedna_inference_command() -> list[str]:

@@ -101,3 +101,41 @@ def test_a_killed_component_is_restarted_on_its_ports(tmp_path: Path) -> None:
     finally:
         stack.stop(grace=30)
     assert all(r.process.poll() is not None for r in stack.running.values())
+
+
+def test_local_controllers_start_together_once_the_gm_is_healthy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from sedna.cli import stack as stack_module
+
+    plan = plan_stack(tmp_path, ["cloud", "edge-1", "edge-2"], 0)
+    stack = stack_module.Stack(plan, start_timeout=5)
+    running_at_wait: list[tuple[str, list[str]]] = []
+    ready: list[str] = []
+
+    def spawn(component: stack_module.ComponentPlan) -> stack_module.RunningComponent:
+        process = subprocess.Popen([sys.executable, "-c", "pass"])
+        process.wait()
+        log = (tmp_path / f"{component.name}.log").open("ab")
+        return stack_module.RunningComponent(component, process, tmp_path / "x.log", log)
+
+    def wait(address: str, deadline: float, alive: object = None) -> None:
+        name = next(c.name for c in plan.components if c.address == address)
+        running_at_wait.append((name, list(stack.running)))
+
+    monkeypatch.setattr(stack, "_spawn", spawn)
+    monkeypatch.setattr(stack_module, "wait_healthy", wait)
+    stack.start(on_ready=lambda component: ready.append(component.name))
+    everything = ["gm", "lc-cloud", "lc-edge-1", "lc-edge-2"]
+    assert running_at_wait == [
+        ("gm", ["gm"]),  # the GM alone first: the LCs connect to it
+        ("lc-cloud", everything),  # then every LC started before any is waited for
+        ("lc-edge-1", everything),
+        ("lc-edge-2", everything),
+    ]
+    assert ready == everything
+    for running in stack.running.values():
+        running.log_file.close()
