@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -316,7 +317,9 @@ async def test_loop_clock_runs_timers_on_the_event_loop() -> None:
     assert await fired >= 0.0
 
 
-async def test_little_upload_steps_run_on_the_event_loop_and_big_ones_in_the_runner() -> None:
+async def test_chunk_sized_upload_steps_run_on_the_event_loop_and_bigger_ones_in_the_runner() -> (
+    None
+):
     handed_off: list[int] = []
 
     async def counting_runner(fn: Callable[[], Any], /) -> Any:
@@ -330,14 +333,55 @@ async def test_little_upload_steps_run_on_the_event_loop_and_big_ones_in_the_run
         runner=counting_runner,
     )
     await session.join("a", 1)
-    layout = [((10,), np.dtype(np.float32)), ((100_000,), np.dtype(np.float32))]
+    chunk = (4 << 20) // 4  # float32 elements in a default-sized chunk (4 MiB)
+    layout = [((10,), np.dtype(np.float32)), ((2 * chunk + 1,), np.dtype(np.float32))]
     upload = await session.begin_update("a", 1, 4, layout=layout)
-    # A bias vector's worth: a worker thread's hand-off would cost more than the add.
+    # A bias vector, then a default-sized chunk: a worker thread's hand-off costs more.
     await upload.add_part(0, 0, np.ones(10, np.float32))
+    await upload.add_part(1, 0, np.ones(chunk, np.float32))
     assert handed_off == []
-    await upload.add_part(1, 0, np.ones(100_000, np.float32))  # 400 kB: a worker's job
+    await upload.add_part(1, chunk, np.ones(chunk + 1, np.float32))  # over 4 MiB: a worker's
     assert handed_off == [1]
     await upload.commit()
     result = await session.wait_for_round(1)
     assert result.weights is not None
     np.testing.assert_array_equal(result.weights[0], np.ones(10, np.float32))
+    np.testing.assert_array_equal(result.weights[1], np.ones(2 * chunk + 1, np.float32))
+
+
+async def test_an_inline_step_that_held_the_loop_too_long_sends_later_steps_to_the_runner(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handed_off: list[int] = []
+
+    async def counting_runner(fn: Callable[[], Any], /) -> Any:
+        handed_off.append(1)
+        return fn()
+
+    clock = ManualClock()
+    session = Session(
+        "ns/job",
+        SessionConfig(aggregation="FedAvg", min_participants=1, expected_clients=1),
+        clock=clock,
+        runner=counting_runner,
+    )
+    real_add = session.aggregator.add_layer_part
+
+    def slow_add(*args: Any, **kwargs: Any) -> bool:
+        clock.advance(0.2)  # as a write the kernel throttled would take
+        return bool(real_add(*args, **kwargs))
+
+    session.aggregator.add_layer_part = slow_add  # type: ignore[method-assign]
+    await session.join("a", 1)
+    layout = [((4,), np.dtype(np.float32)), ((4,), np.dtype(np.float32))]
+    upload = await session.begin_update("a", 1, 4, layout=layout)
+    with caplog.at_level(logging.WARNING):
+        await upload.add_part(0, 0, np.ones(4, np.float32))
+    assert handed_off == []  # this one ran inline and took 200 ms
+    assert "held the event loop for 200 ms" in caplog.text
+    await upload.add_part(1, 0, np.ones(4, np.float32))
+    assert handed_off == [1]  # from now on in the runner, however small
+    await upload.commit()
+    result = await session.wait_for_round(1)
+    assert result.weights is not None
+    np.testing.assert_array_equal(result.weights[1], np.ones(4, np.float32))
