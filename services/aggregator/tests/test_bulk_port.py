@@ -315,6 +315,54 @@ async def test_a_client_cut_midway_leaves_no_trace_and_may_push_again() -> None:
         assert await asyncio.to_thread(cut_then_push) == 1
 
 
+async def test_a_corrupted_chunk_fails_its_tensors_crc_and_leaves_the_round_clean() -> None:
+    async with serve(min_participants=2, expected_clients=2) as (server, servicer):
+        weights = model(7)
+
+        def corrupt_then_push() -> list[Array]:
+            with client_for(server) as client:
+                client.join(SID, "a", sample_count=100)
+            plan = plan_frames(
+                [(f"layer.{i}", w) for i, w in enumerate(weights)], chunk_size=16 << 10
+            )
+            request = bulk_pb.BulkRequest(timeout_seconds=10.0)
+            request.push.header.session_id = SID
+            request.push.header.client_id = "a"
+            request.push.header.round = 1
+            request.push.header.sample_count = 100
+            request.push.manifest.CopyFrom(plan.manifest)
+            payloads = [bytearray(payload) for payload in plan.payloads]
+            # A flipped bit in the 7th of layer.4's ten 16 KiB chunks: the bytes still make
+            # finite float32 values, so only the tensor's CRC-32 can tell.
+            payloads[4][6 * (16 << 10) + 5] ^= 0x01
+            with raw_connection(servicer.bulk_port) as sock:
+                send_message(sock, request)
+                ready = recv_message(sock, bulk_pb.BulkResponse)
+                assert ready is not None
+                assert ready.WhichOneof("response") == "ready"
+                for payload in payloads:
+                    sock.sendall(payload)
+                answer = recv_message(sock, bulk_pb.BulkResponse)
+                assert answer is not None
+                assert answer.WhichOneof("response") == "error"
+                assert "layer.4" in answer.error.message
+                assert "CRC-32 mismatch" in answer.error.message
+            with client_for(server) as client:  # the same update, intact this time
+                client.join(SID, "a", sample_count=100)
+                assert client.push(1, weights, sample_count=100) in (1, 2)  # b's may be in
+                return list(client.pull(1, timeout=20.0).weights)
+
+        with client_for(server) as other:
+            # b first: with both joined the round is open when a's raw push arrives.
+            await asyncio.to_thread(other.join, SID, "b", sample_count=300)
+            got, _ = await asyncio.gather(
+                asyncio.to_thread(corrupt_then_push),
+                asyncio.to_thread(other.push, 1, model(8), sample_count=300),
+            )
+        for layer, want in zip(got, fedavg([(weights, 100), (model(8), 300)]), strict=True):
+            np.testing.assert_allclose(layer, want, rtol=1e-5, atol=1e-6)
+
+
 async def test_frames_that_break_the_protocol_close_only_their_connection() -> None:
     async with serve() as (server, servicer):
 
