@@ -1123,6 +1123,25 @@ def test_add_layer_part_errors_name_the_problem_and_abort_the_update() -> None:
         assert agg._sums is None  # and backed out exactly (it was the only update)
 
 
+def test_back_out_false_leaves_a_refused_update_for_the_caller_to_abort() -> None:
+    agg = FedAvg()
+    agg.begin_round([np.zeros(4, np.float32), np.zeros(2, np.float32)])
+    agg.begin_update("keep", 3)
+    agg.add_layer("keep", 0, np.full(4, 2.0, np.float32))
+    agg.add_layer("keep", 1, np.full(2, 2.0, np.float32))
+    agg.commit_update("keep")
+    agg.begin_update("a", 1)
+    agg.add_layer_part("a", 0, 0, np.ones(4, np.float32))
+    with pytest.raises(AggregationError, match="NaN or infinite"):
+        agg.add_layer_part("a", 1, 0, np.array([1.0, np.nan], np.float32), back_out=False)
+    assert agg.updates_in_progress == ("a",)  # not aborted: the caller's job
+    with pytest.raises(AggregationError, match="NaN or infinite"):
+        agg.add_layer("a", 1, np.array([np.inf, 1.0], np.float32), back_out=False)
+    assert agg.updates_in_progress == ("a",)
+    assert agg.abort_update("a")  # the caller backs it out
+    assert_close(agg.finish(), [[2.0] * 4, [2.0] * 2])
+
+
 def test_a_layer_cannot_be_sent_again_in_parts() -> None:
     agg = FedAvg()
     agg.begin_round([np.zeros(2, np.float32)])

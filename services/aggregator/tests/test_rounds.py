@@ -13,6 +13,7 @@ import pytest
 
 from sedna_aggregator.core import (
     BelowMinimum,
+    MalformedUpdateError,
     ManualClock,
     Session,
     SessionConfig,
@@ -347,6 +348,44 @@ async def test_chunk_sized_upload_steps_run_on_the_event_loop_and_bigger_ones_in
     assert result.weights is not None
     np.testing.assert_array_equal(result.weights[0], np.ones(10, np.float32))
     np.testing.assert_array_equal(result.weights[1], np.ones(2 * chunk + 1, np.float32))
+
+
+async def test_a_refused_inline_part_is_backed_out_in_the_runner() -> None:
+    ran: list[str] = []
+
+    async def naming_runner(fn: Callable[[], Any], /) -> Any:
+        ran.append(getattr(fn, "__qualname__", "?"))
+        return fn()
+
+    session = Session(
+        "ns/job",
+        SessionConfig(aggregation="FedAvg", min_participants=2, expected_clients=2),
+        clock=ManualClock(),
+        runner=naming_runner,
+    )
+    await session.join("a", 1)
+    await session.join("b", 1)
+    layout = [((4,), np.dtype(np.float32)), ((2,), np.dtype(np.float32))]
+    upload = await session.begin_update("a", 1, 1, layout=layout)
+    await upload.add_part(0, 0, np.full(4, 100.0, np.float32))
+    with pytest.raises(MalformedUpdateError, match="NaN or infinite"):
+        await upload.add_part(1, 0, np.array([1.0, np.nan], np.float32))
+    assert ran == []  # both parts were small enough for the event loop...
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while session.aggregator.updates_in_progress:
+        assert loop.time() < deadline, "the refused update was never backed out"
+        await asyncio.sleep(0.01)
+    assert len(ran) == 1  # ...but its back-out (reading the undo log) went to the runner
+    for cid, value in (("a", 1.0), ("b", 3.0)):
+        retry = await session.begin_update(cid, 1, 1, layout=layout)
+        await retry.add_part(0, 0, np.full(4, value, np.float32))
+        await retry.add_part(1, 0, np.full(2, value, np.float32))
+        await retry.commit()
+    result = await session.wait_for_round(1)
+    assert result.weights is not None
+    np.testing.assert_allclose(result.weights[0], np.full(4, 2.0))  # no trace of the 100s
+    np.testing.assert_allclose(result.weights[1], np.full(2, 2.0))
 
 
 async def test_an_inline_step_that_held_the_loop_too_long_sends_later_steps_to_the_runner(

@@ -636,7 +636,9 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
             num_samples=samples, added=[False] * count, layers=[None] * count
         )
 
-    def add_layer(self, client_id: str, index: int, layer: Any, *, name: str = "") -> None:
+    def add_layer(
+        self, client_id: str, index: int, layer: Any, *, name: str = "", back_out: bool = True
+    ) -> None:
         """Take in layer ``index`` of ``client_id``'s update in progress.
 
         Streaming algorithms add it into the round's sums at once and keep no copy in memory
@@ -653,6 +655,11 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
             Floating point, the template's shape, finite.
         name : str, optional
             The layer's name, for error messages.
+        back_out : bool, default True
+            On a refusal, abort the update at once (:meth:`abort_update`, which reads back
+            and subtracts what was taken in). False: leave that to the caller, who must abort
+            the update (and add nothing more to it); a server on an event loop does it in a
+            worker thread.
 
         Raises
         ------
@@ -661,7 +668,8 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
         AggregationError
             If the client has no update in progress, or the layer is out of range, sent
             twice, of the wrong shape or dtype, or holds a NaN/Inf. The update is then
-            aborted (its layers already taken in are backed out) and does not count.
+            aborted (its layers already taken in are backed out; see ``back_out``) and does
+            not count.
         """
         update = self._update_of(client_id)
         template = self._template
@@ -677,13 +685,21 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
                     f"{what} has shape {array.shape}, expected {template[index][0]}"
                 )
         except AggregationError:
-            self.abort_update(client_id)
+            if back_out:
+                self.abort_update(client_id)
             raise
         self._add_layer(update, int(index), array)
         update.added[int(index)] = True
 
     def add_layer_part(
-        self, client_id: str, index: int, start: int, part: Any, *, name: str = ""
+        self,
+        client_id: str,
+        index: int,
+        start: int,
+        part: Any,
+        *,
+        name: str = "",
+        back_out: bool = True,
     ) -> bool:
         """Take in elements ``[start, start + part.size)`` of layer ``index`` (flat, C order)
         of ``client_id``'s update in progress.
@@ -705,6 +721,9 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
             Floating point (one dtype per layer), finite; flattened.
         name : str, optional
             The layer's name, for error messages.
+        back_out : bool, default True
+            As for :meth:`add_layer`: False leaves the refused update's back-out to the
+            caller.
 
         Returns
         -------
@@ -719,7 +738,7 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
             If the client has no update in progress, the layer is out of range or already
             complete, the part does not start where the previous one ended or runs past the
             layer's end, changes the layer's dtype, or holds a NaN/Inf. The update is then
-            aborted (what was taken in is backed out) and does not count.
+            aborted (what was taken in is backed out; see ``back_out``) and does not count.
         """
         update = self._update_of(client_id)
         template = self._template
@@ -749,7 +768,8 @@ class BaseAggregation(abc.ABC):  # noqa: B024 (upstream is an ABC; plug-ins may 
                     f"{what}: a part of dtype {block.dtype} after parts of dtype {first.dtype}"
                 )
         except AggregationError:
-            self.abort_update(client_id)
+            if back_out:
+                self.abort_update(client_id)
             raise
         self._add_part(update, index, start, block)
         update.filled[index] = filled = start + int(block.size)

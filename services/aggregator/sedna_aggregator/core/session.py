@@ -684,8 +684,11 @@ class Session:
 
     async def _upload_add(self, upload: UpdateUpload, index: int, layer: Array, name: str) -> None:
         cid = upload.client_id
+        # A refused layer's update is backed out by _upload_abort, in a worker thread.
         await self._upload_step(
-            upload, lambda: self._agg.add_layer(cid, index, layer, name=name), layer
+            upload,
+            lambda: self._agg.add_layer(cid, index, layer, name=name, back_out=False),
+            layer,
         )
 
     async def _upload_add_part(
@@ -693,7 +696,9 @@ class Session:
     ) -> None:
         cid = upload.client_id
         await self._upload_step(
-            upload, lambda: self._agg.add_layer_part(cid, index, start, part, name=name), part
+            upload,
+            lambda: self._agg.add_layer_part(cid, index, start, part, name=name, back_out=False),
+            part,
         )
 
     async def _upload_step(self, upload: UpdateUpload, step: Callable[[], Any], data: Any) -> None:
