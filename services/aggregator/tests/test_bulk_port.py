@@ -31,7 +31,7 @@ from sedna.service.aggregation_client import (
     WrongRoundError,
 )
 from sedna.service.bulk_wire import recv_message, send_message
-from sedna.tensor import plan_frames
+from sedna.tensor import FramePlan, plan_frames
 from sedna_aggregator import app
 from sedna_aggregator.bulk import _read_groups
 from sedna_aggregator.servicer import AggregationServicer
@@ -281,6 +281,21 @@ async def test_an_unreachable_bulk_port_falls_back_to_grpc(
         assert "over gRPC instead" in caplog.text
 
 
+def raw_push(
+    client_id: str, weights: list[Array], samples: int
+) -> tuple[bulk_pb.BulkRequest, FramePlan]:
+    """A bulk push request of round 1 for ``weights`` in 16 KiB chunks, and its frame plan
+    (``plan.payloads``: the bytes to send after the server's ready)."""
+    plan = plan_frames([(f"layer.{i}", w) for i, w in enumerate(weights)], chunk_size=16 << 10)
+    request = bulk_pb.BulkRequest(timeout_seconds=10.0)
+    request.push.header.session_id = SID
+    request.push.header.client_id = client_id
+    request.push.header.round = 1
+    request.push.header.sample_count = samples
+    request.push.manifest.CopyFrom(plan.manifest)
+    return request, plan
+
+
 def raw_connection(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10.0)
 
@@ -292,15 +307,7 @@ async def test_a_client_cut_midway_leaves_no_trace_and_may_push_again() -> None:
             with client_for(server) as client:
                 client.join(SID, "a", sample_count=10)
             weights = model(6)
-            plan = plan_frames(
-                [(f"layer.{i}", w) for i, w in enumerate(weights)], chunk_size=16 << 10
-            )
-            request = bulk_pb.BulkRequest(timeout_seconds=10.0)
-            request.push.header.session_id = SID
-            request.push.header.client_id = "a"
-            request.push.header.round = 1
-            request.push.header.sample_count = 10
-            request.push.manifest.CopyFrom(plan.manifest)
+            request, plan = raw_push("a", weights, 10)
             with raw_connection(servicer.bulk_port) as sock:
                 send_message(sock, request)
                 ready = recv_message(sock, bulk_pb.BulkResponse)
@@ -322,15 +329,7 @@ async def test_a_corrupted_chunk_fails_its_tensors_crc_and_leaves_the_round_clea
         def corrupt_then_push() -> list[Array]:
             with client_for(server) as client:
                 client.join(SID, "a", sample_count=100)
-            plan = plan_frames(
-                [(f"layer.{i}", w) for i, w in enumerate(weights)], chunk_size=16 << 10
-            )
-            request = bulk_pb.BulkRequest(timeout_seconds=10.0)
-            request.push.header.session_id = SID
-            request.push.header.client_id = "a"
-            request.push.header.round = 1
-            request.push.header.sample_count = 100
-            request.push.manifest.CopyFrom(plan.manifest)
+            request, plan = raw_push("a", weights, 100)
             payloads = [bytearray(payload) for payload in plan.payloads]
             # A flipped bit in the 7th of layer.4's ten 16 KiB chunks: the bytes still make
             # finite float32 values, so only the tensor's CRC-32 can tell.

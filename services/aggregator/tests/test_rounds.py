@@ -318,21 +318,27 @@ async def test_loop_clock_runs_timers_on_the_event_loop() -> None:
     assert await fired >= 0.0
 
 
-async def test_chunk_sized_upload_steps_run_on_the_event_loop_and_bigger_ones_in_the_runner() -> (
-    None
-):
+def counted_runner_session(
+    participants: int = 1, clock: ManualClock | None = None
+) -> tuple[Session, list[int]]:
+    """A FedAvg session whose runner runs each step inline and counts it in the list."""
     handed_off: list[int] = []
 
     async def counting_runner(fn: Callable[[], Any], /) -> Any:
         handed_off.append(1)
         return fn()
 
-    session = Session(
-        "ns/job",
-        SessionConfig(aggregation="FedAvg", min_participants=1, expected_clients=1),
-        clock=ManualClock(),
-        runner=counting_runner,
+    config = SessionConfig(
+        aggregation="FedAvg", min_participants=participants, expected_clients=participants
     )
+    session = Session("ns/job", config, clock=clock or ManualClock(), runner=counting_runner)
+    return session, handed_off
+
+
+async def test_chunk_sized_upload_steps_run_on_the_event_loop_and_bigger_ones_in_the_runner() -> (
+    None
+):
+    session, handed_off = counted_runner_session()
     await session.join("a", 1)
     chunk = (4 << 20) // 4  # float32 elements in a default-sized chunk (4 MiB)
     layout = [((10,), np.dtype(np.float32)), ((2 * chunk + 1,), np.dtype(np.float32))]
@@ -351,18 +357,7 @@ async def test_chunk_sized_upload_steps_run_on_the_event_loop_and_bigger_ones_in
 
 
 async def test_a_refused_inline_part_is_backed_out_in_the_runner() -> None:
-    ran: list[str] = []
-
-    async def naming_runner(fn: Callable[[], Any], /) -> Any:
-        ran.append(getattr(fn, "__qualname__", "?"))
-        return fn()
-
-    session = Session(
-        "ns/job",
-        SessionConfig(aggregation="FedAvg", min_participants=2, expected_clients=2),
-        clock=ManualClock(),
-        runner=naming_runner,
-    )
+    session, ran = counted_runner_session(participants=2)
     await session.join("a", 1)
     await session.join("b", 1)
     layout = [((4,), np.dtype(np.float32)), ((2,), np.dtype(np.float32))]
@@ -391,19 +386,8 @@ async def test_a_refused_inline_part_is_backed_out_in_the_runner() -> None:
 async def test_an_inline_step_that_held_the_loop_too_long_sends_later_steps_to_the_runner(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    handed_off: list[int] = []
-
-    async def counting_runner(fn: Callable[[], Any], /) -> Any:
-        handed_off.append(1)
-        return fn()
-
     clock = ManualClock()
-    session = Session(
-        "ns/job",
-        SessionConfig(aggregation="FedAvg", min_participants=1, expected_clients=1),
-        clock=clock,
-        runner=counting_runner,
-    )
+    session, handed_off = counted_runner_session(clock=clock)
     real_add = session.aggregator.add_layer_part
 
     def slow_add(*args: Any, **kwargs: Any) -> bool:
