@@ -37,9 +37,15 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _cpu_ticks() -> list[int]:
+    """The machine's ``cpu`` line of ``/proc/stat``: user, nice, system, idle, iowait, irq,
+    softirq, steal, ... in clock ticks, all CPUs together."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy (all CPUs, not idle or iowait), ``/proc/stat``."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    values = _cpu_ticks()
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
@@ -47,7 +53,7 @@ def machine_busy_seconds() -> float:
 def machine_steal_seconds() -> float:
     """CPU seconds the hypervisor gave other guests while this machine's CPUs wanted to run
     (``steal`` in ``/proc/stat``, all CPUs); 0 where the kernel does not count it."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    values = _cpu_ticks()
     return (values[7] if len(values) > 7 else 0) / os.sysconf("SC_CLK_TCK")
 
 
